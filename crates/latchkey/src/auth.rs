@@ -1,0 +1,351 @@
+//! Authentication: the credential is taken from the request (six channels, in
+//! the documented order) and verified into a [`Principal`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::http::{header, HeaderMap};
+use base64::Engine;
+use rand::rngs::OsRng;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::keys::{checksum_ok, has_generated_shape, Digester, KeyDigest, Principal};
+use crate::store::{Store, StoreError};
+
+/// A credential as the caller presented it (never logged).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An API key.
+    Key(String),
+    /// `user:password` given where a key is expected.
+    PseudoKey {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+    /// HTTP Basic with a real user name.
+    Login {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Key(_) => f.write_str("Key(<redacted>)"),
+            Credential::PseudoKey { user, .. } => write!(f, "PseudoKey({user:?}, <redacted>)"),
+            Credential::Login { user, .. } => write!(f, "Login({user:?}, <redacted>)"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct JsonApiKey {
+    #[serde(rename = "API_Key")]
+    api_key: Option<String>,
+}
+
+/// Takes the credential from a request, trying in order: the `X-ApiKey`
+/// header, the `key` query parameter, a `key` form field, an `API_Key` JSON
+/// property, Basic `api:KEY`, Basic `user:password`. The first present (and
+/// non-empty) wins; `user:password` through the first four is a pseudo-key.
+pub fn extract_credential(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Option<Credential> {
+    let as_key = |text: String| match text.split_once(':') {
+        Some((user, password)) => Credential::PseudoKey { user: user.to_owned(), password: password.to_owned() },
+        None => Credential::Key(text),
+    };
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+
+    // A header that is not UTF-8 is still a (wrong) credential: it must not fall through.
+    let header_key = headers.get("x-apikey").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if let Some(k) = header_key.and_then(non_empty) {
+        return Some(as_key(k));
+    }
+    if let Some(k) = query.and_then(|q| form_param(q.as_bytes(), "key")).and_then(non_empty) {
+        return Some(as_key(k));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if content_type == "application/x-www-form-urlencoded" {
+        if let Some(k) = form_param(body, "key").and_then(non_empty) {
+            return Some(as_key(k));
+        }
+    }
+    if content_type == "application/json" {
+        if let Ok(JsonApiKey { api_key: Some(k) }) = serde_json::from_slice(body) {
+            if let Some(k) = non_empty(k) {
+                return Some(as_key(k));
+            }
+        }
+    }
+    let (user, password) = basic_auth(headers)?;
+    if user == "api" {
+        non_empty(password).map(Credential::Key)
+    } else {
+        Some(Credential::Login { user, password })
+    }
+}
+
+fn form_param(bytes: &[u8], name: &str) -> Option<String> {
+    form_urlencoded::parse(bytes)
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    (!user.is_empty()).then(|| (user.to_owned(), password.to_owned()))
+}
+
+/// Why authentication failed. The public 403 text never says which.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No credential in any channel.
+    #[error("no credential")]
+    Missing,
+    /// A key of generated shape with a wrong checksum.
+    #[error("key checksum mismatch")]
+    BadChecksum,
+    /// No key with this digest.
+    #[error("unknown key")]
+    UnknownKey,
+    /// The key has expired (its id is safe to log).
+    #[error("key {0} expired")]
+    Expired(i32),
+    /// No such user, or a wrong password.
+    #[error("wrong user name or password")]
+    BadLogin,
+    /// Pseudo-keys are switched off.
+    #[error("pseudo-keys are disabled")]
+    PseudoKeysDisabled,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Upper bound on cached logins; the cache is cleared when it is reached.
+const LOGIN_CACHE_MAX: usize = 10_000;
+
+/// Verifies credentials against the store.
+///
+/// Logins are verified with Argon2id once; afterwards a cache maps the digest
+/// of `name + password` to the password hash it was checked against. The user
+/// row is still read on every request, and the cached entry counts only while
+/// it equals the stored hash, so a password change or a deleted user takes
+/// effect at once, on every node.
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    digester: Digester,
+    pseudo_keys: bool,
+    logins: RwLock<HashMap<KeyDigest, String>>,
+    dummy_hash: String,
+}
+
+impl Authenticator {
+    /// An authenticator over a store, with pseudo-keys on or off.
+    pub fn new(store: Arc<dyn Store>, digester: Digester, pseudo_keys: bool) -> Self {
+        Authenticator {
+            store,
+            digester,
+            pseudo_keys,
+            logins: RwLock::new(HashMap::new()),
+            dummy_hash: hash_password("not a password").unwrap_or_default(),
+        }
+    }
+
+    /// Verifies a credential.
+    pub async fn authenticate(&self, credential: Option<Credential>) -> Result<Principal, AuthError> {
+        match credential.ok_or(AuthError::Missing)? {
+            Credential::Key(key) => self.verify_key(&key).await,
+            Credential::PseudoKey { .. } if !self.pseudo_keys => Err(AuthError::PseudoKeysDisabled),
+            Credential::PseudoKey { user, password } | Credential::Login { user, password } => {
+                self.verify_login(&user, &password).await
+            }
+        }
+    }
+
+    async fn verify_key(&self, key: &str) -> Result<Principal, AuthError> {
+        if has_generated_shape(key) && !checksum_ok(key) {
+            return Err(AuthError::BadChecksum);
+        }
+        let stored = self
+            .store
+            .key_by_digest(&self.digester.key(key))
+            .await?
+            .ok_or(AuthError::UnknownKey)?;
+        if stored.expiration.is_some_and(|e| e <= OffsetDateTime::now_utc()) {
+            return Err(AuthError::Expired(stored.id));
+        }
+        Ok(Principal::Key(stored))
+    }
+
+    async fn verify_login(&self, name: &str, password: &str) -> Result<Principal, AuthError> {
+        let login = self.store.user_login(name).await?;
+        let Some(login) = login else {
+            // Spend the same time as a real check so that timing does not reveal which users exist.
+            let _ = verify_password(password.to_owned(), self.dummy_hash.clone()).await;
+            return Err(AuthError::BadLogin);
+        };
+        let digest = self.digester.login(name, password);
+        let cached = self
+            .logins
+            .read()
+            .ok()
+            .and_then(|m| m.get(&digest).map(|h| bool::from(h.as_bytes().ct_eq(login.password_hash.as_bytes()))));
+        if cached == Some(true) {
+            return Ok(Principal::User(login.user));
+        }
+        if !verify_password(password.to_owned(), login.password_hash.clone()).await {
+            return Err(AuthError::BadLogin);
+        }
+        if let Ok(mut m) = self.logins.write() {
+            if m.len() >= LOGIN_CACHE_MAX {
+                m.clear();
+            }
+            m.insert(digest, login.password_hash);
+        }
+        Ok(Principal::User(login.user))
+    }
+}
+
+/// Hashes a password with Argon2id (OWASP parameters: 19 MiB, 2 passes).
+pub fn hash_password(password: &str) -> Result<String, anyhow::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))
+}
+
+/// Verifies a password against a PHC string off the async threads.
+async fn verify_password(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn basic(user_pass: &str) -> String {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(user_pass))
+    }
+
+    const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+    const JSON: (&str, &str) = ("content-type", "application/json; charset=utf-8");
+
+    fn key(k: &str) -> Option<Credential> {
+        Some(Credential::Key(k.into()))
+    }
+
+    #[test]
+    fn each_channel_alone() {
+        assert_eq!(extract_credential(&headers(&[("X-ApiKey", "h")]), None, b""), key("h"));
+        assert_eq!(extract_credential(&headers(&[]), Some("id=1&key=q"), b""), key("q"));
+        assert_eq!(extract_credential(&headers(&[FORM]), None, b"key=f"), key("f"));
+        assert_eq!(extract_credential(&headers(&[JSON]), None, br#"{"API_Key":"j"}"#), key("j"));
+        let auth = basic("api:b");
+        assert_eq!(extract_credential(&headers(&[("authorization", &auth)]), None, b""), key("b"));
+        let auth = basic("Admin:pw:with:colons");
+        assert_eq!(
+            extract_credential(&headers(&[("authorization", &auth)]), None, b""),
+            Some(Credential::Login { user: "Admin".into(), password: "pw:with:colons".into() })
+        );
+        assert_eq!(extract_credential(&headers(&[]), None, b""), None);
+    }
+
+    #[test]
+    fn channels_are_tried_in_the_documented_order() {
+        let auth = basic("api:b");
+        let all = headers(&[("X-ApiKey", "h"), FORM, ("authorization", &auth)]);
+        assert_eq!(extract_credential(&all, Some("key=q"), b"key=f"), key("h"));
+        let no_header = headers(&[FORM, ("authorization", &auth)]);
+        assert_eq!(extract_credential(&no_header, Some("key=q"), b"key=f"), key("q"));
+        assert_eq!(extract_credential(&no_header, None, b"key=f"), key("f"));
+        let json = headers(&[JSON, ("authorization", &auth)]);
+        assert_eq!(extract_credential(&json, None, br#"{"API_Key":"j"}"#), key("j"));
+        assert_eq!(extract_credential(&json, None, br#"{"other":1}"#), key("b"));
+    }
+
+    #[test]
+    fn body_channels_need_their_content_type() {
+        assert_eq!(extract_credential(&headers(&[JSON]), None, b"key=f"), None);
+        assert_eq!(extract_credential(&headers(&[FORM]), None, br#"{"API_Key":"j"}"#), None);
+        assert_eq!(extract_credential(&headers(&[]), None, b"key=f"), None);
+    }
+
+    #[test]
+    fn user_password_through_a_key_channel_is_a_pseudo_key() {
+        let pseudo = Some(Credential::PseudoKey { user: "Admin".into(), password: "p:w".into() });
+        assert_eq!(extract_credential(&headers(&[("X-ApiKey", "Admin:p:w")]), None, b""), pseudo);
+        assert_eq!(extract_credential(&headers(&[]), Some("key=Admin%3Ap%3Aw"), b""), pseudo);
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let c = Credential::PseudoKey { user: "u".into(), password: "hunter2".into() };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!format!("{:?}", Credential::Key("lk_secret".into())).contains("secret"));
+    }
+
+    proptest! {
+        #[test]
+        fn extraction_never_panics(
+            header in proptest::option::of("[ -~]{0,40}"),
+            query in proptest::option::of(".{0,60}"),
+            auth in proptest::option::of("[ -~]{0,60}"),
+            content_type in proptest::option::of(prop_oneof![Just("application/json"), Just("application/x-www-form-urlencoded"), "[ -~]{0,20}"]),
+            body in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let mut h = HeaderMap::new();
+            for (name, value) in [("x-apikey", header), ("authorization", auth), ("content-type", content_type.map(str::to_owned))] {
+                if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    h.insert(name, v);
+                }
+            }
+            let _ = extract_credential(&h, query.as_deref(), &body);
+        }
+
+        #[test]
+        fn a_basic_api_password_is_always_a_key(key_text in "[!-~]{1,40}") {
+            let auth = basic(&format!("api:{key_text}"));
+            prop_assert_eq!(extract_credential(&headers(&[("authorization", &auth)]), None, b""), Some(Credential::Key(key_text)));
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Command line and environment: `latchkey serve` and its settings.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+/// Latchkey: a self-hosted API-key service that speaks ProGet's API-key HTTP API.
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the HTTP server.
+    #[command(after_help = "\
+Environment only (never on the command line):
+  LATCHKEY_ADMIN_PASSWORD  password of the first user, Admin, created on an empty database
+                           (default: generated into <data-dir>/initial-admin-password)
+  LATCHKEY_SECRET          installation secret for key digests, shared by every node
+                           (default: generated once into <data-dir>/secret, mode 0600)
+  RUST_LOG                 log level (default: info)
+
+Examples:
+  latchkey serve
+  latchkey serve --listen 0.0.0.0:8624 --data-dir /var/lib/latchkey
+  latchkey serve --database-url postgres://latchkey@db.internal/latchkey")]
+    Serve(ServeArgs),
+}
+
+/// Settings of `latchkey serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "LATCHKEY_LISTEN", default_value = "127.0.0.1:8624")]
+    pub listen: String,
+    /// Directory for the SQLite database, the secret and the first admin password.
+    #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = "./latchkey-data")]
+    pub data_dir: PathBuf,
+    /// Database URL: sqlite://PATH or postgres://… [default: sqlite://<data-dir>/latchkey.db]
+    #[arg(long, env = "LATCHKEY_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Accept `user:password` where a key is expected.
+    #[arg(long, env = "LATCHKEY_PSEUDO_KEYS", default_value_t = true, action = ArgAction::Set)]
+    pub pseudo_keys: bool,
+    /// Accept a caller-chosen `key` text on create.
+    #[arg(long, env = "LATCHKEY_CUSTOM_KEYS", default_value_t = true, action = ArgAction::Set)]
+    pub custom_keys: bool,
+    /// Seconds to let in-flight requests finish after SIGINT/SIGTERM.
+    #[arg(long, env = "LATCHKEY_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
+}

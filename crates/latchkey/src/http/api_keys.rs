@@ -1,0 +1,107 @@
+//! The API-key endpoints: create, list, delete.
+
+use axum::extract::State;
+use axum::response::Response;
+use proget_api::{ApiKeyInfo, ApiKeyType};
+use time::OffsetDateTime;
+
+use super::{empty_ok, json_ok, AppError, AppState, Caller};
+use crate::keys::{self, key_access, may_create, may_manage, parse_id, KeyAccess};
+use crate::store::{NewKey, StoreError, StoredKey};
+
+/// Handles the `POST /api/api-keys/create` route.
+pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+    if key_access(&caller.principal) == KeyAccess::None {
+        return Err(AppError::not_authorized("caller has no API-key management access"));
+    }
+    let info: ApiKeyInfo = caller.json()?;
+    let valid = keys::validate_new_key(info, app.custom_keys, OffsetDateTime::now_utc())
+        .map_err(AppError::BadRequest)?;
+    if !may_create(&caller.principal, valid.key_type, valid.user.as_deref()) {
+        return Err(AppError::not_authorized("caller may not create this key"));
+    }
+    let user_id = match &valid.user {
+        None => None,
+        Some(name) => {
+            let login = app.store.user_login(name).await?;
+            let login = login.ok_or_else(|| AppError::BadRequest(format!("user: there is no user named {name}")))?;
+            Some(login.user.id)
+        }
+    };
+    let key_text = valid.custom_key.clone().unwrap_or_else(keys::generate_key);
+    let new = NewKey {
+        digest: app.digester.key(&key_text),
+        key_type: valid.key_type,
+        display_name: valid.display_name,
+        description: valid.description,
+        system_apis: valid.system_apis,
+        package_permissions: valid.package_permissions,
+        feed: valid.feed,
+        feed_group: valid.feed_group,
+        expiration: valid.expiration,
+        logging: valid.logging,
+        user_id,
+    };
+    let stored = match app.store.create_key(new).await {
+        Ok(k) => k,
+        Err(StoreError::DuplicateKey) => {
+            return Err(AppError::BadRequest("key: that key text is already in use; choose another".into()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(key_id = stored.id, key_type = %stored.key_type, "api key created");
+    json_ok(&ApiKeyInfo { key: Some(key_text), ..to_info(stored) })
+}
+
+/// Handles the `GET /api/api-keys/list` route.
+pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+    let keys = match key_access(&caller.principal) {
+        KeyAccess::All => app.store.list_keys(None).await?,
+        KeyAccess::OwnPersonal(user) => app.store.list_keys(Some(user)).await?,
+        KeyAccess::None => return Err(AppError::not_authorized("caller has no API-key management access")),
+    };
+    let infos: Vec<ApiKeyInfo> = keys.into_iter().map(to_info).collect();
+    json_ok(&infos)
+}
+
+/// Handles the `POST /api/api-keys/delete?id=N` route.
+///
+/// Checks in the documented order: credential (403, in the extractor), id
+/// (400), self-revocation (200), management access (403), existence (404),
+/// permission on that key (403), then a durable delete (200).
+pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+    let id = parse_id(caller.query.as_deref()).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let not_found = || AppError::NotFound(format!("API key {id} was not found"));
+    if caller.principal.key_id() != Some(id) {
+        if key_access(&caller.principal) == KeyAccess::None {
+            return Err(AppError::not_authorized("caller has no API-key management access"));
+        }
+        let key = app.store.key_by_id(id).await?.ok_or_else(not_found)?;
+        if !may_manage(&caller.principal, &key) {
+            return Err(AppError::not_authorized(format!("caller may not delete key {id}")));
+        }
+    }
+    if !app.store.delete_key(id).await? {
+        return Err(not_found());
+    }
+    tracing::info!(key_id = id, "api key deleted");
+    Ok(empty_ok())
+}
+
+/// The wire form of a stored key (never with key text).
+fn to_info(k: StoredKey) -> ApiKeyInfo {
+    ApiKeyInfo {
+        id: Some(k.id),
+        key_type: Some(k.key_type),
+        key: None,
+        display_name: k.display_name,
+        description: k.description,
+        system_apis: (k.key_type == ApiKeyType::System).then_some(k.system_apis),
+        package_permissions: (k.key_type == ApiKeyType::Feed).then_some(k.package_permissions),
+        feed: k.feed,
+        feed_group: k.feed_group,
+        expiration: k.expiration.map(proget_api::Expiration),
+        logging: Some(k.logging),
+        user: k.user.map(|u| u.name),
+    }
+}

@@ -1,0 +1,189 @@
+//! The HTTP API: one module per resource, thin handlers, one router.
+
+mod api_keys;
+mod error;
+mod health;
+mod users;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use proget_api::paths;
+use serde::de::DeserializeOwned;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::{AppError, ErrorCause};
+
+use crate::auth::{extract_credential, Authenticator};
+use crate::keys::{Digester, Principal};
+use crate::store::Store;
+
+/// Largest request body accepted; larger is `413`.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// What every handler shares.
+pub struct App {
+    /// The storage back end.
+    pub store: Arc<dyn Store>,
+    /// Credential verification.
+    pub auth: Authenticator,
+    /// Key digests under the installation secret.
+    pub digester: Digester,
+    /// Whether create accepts a caller-chosen `key`.
+    pub custom_keys: bool,
+}
+
+/// Shared state of the router.
+pub type AppState = Arc<App>;
+
+/// Builds the router: every route of the API, then the cross-cutting layers.
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route(paths::API_KEYS_CREATE, post(api_keys::create))
+        .route(paths::API_KEYS_LIST, get(api_keys::list))
+        .route(paths::API_KEYS_DELETE, post(api_keys::delete))
+        .route(paths::USERS_ADD, post(users::add))
+        .route(paths::USERS_LIST, get(users::list))
+        .route(paths::USERS_DELETE, delete(users::delete))
+        .route(paths::USERS_EDIT, post(users::edit))
+        .route(paths::HEALTH, get(health::health))
+        .route(paths::HEALTH_JSON, get(health::health_json))
+        .fallback(not_found)
+        .with_state(app)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(log_request))
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound("not found".into())
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The panic message may hold request data: only the id leaves the server.
+    let id = error::new_error_id();
+    tracing::error!(error_id = %id, "handler panicked");
+    error::text(StatusCode::INTERNAL_SERVER_ERROR, error::internal_error_body(&id))
+}
+
+/// Who made a request, filled in by [`Caller`] for the request log.
+#[derive(Clone, Default)]
+struct RequestNote(Arc<OnceLock<String>>);
+
+/// Logs one line per request (never the query string, which may hold a key)
+/// and gives every error response a `text/plain` body.
+async fn log_request(mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path: String = req.uri().path().chars().take(200).collect();
+    let note = RequestNote::default();
+    req.extensions_mut().insert(note.clone());
+    let mut response = next.run(req).await;
+    let status = response.status();
+    if (status.is_client_error() || status.is_server_error())
+        && !response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+        let (mut parts, _) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(header::CONTENT_TYPE, error::TEXT_PLAIN);
+        response = Response::from_parts(parts, Body::from(reason));
+    }
+    let cause = response.extensions().get::<ErrorCause>().map(|c| c.0.as_str());
+    tracing::info!(
+        %method,
+        path,
+        status = status.as_u16(),
+        latency_us = start.elapsed().as_micros() as u64,
+        caller = note.0.get().map(String::as_str),
+        cause,
+        "request"
+    );
+    response
+}
+
+/// An authenticated API request: the verified caller, the query string and
+/// the body (read once, since a credential may live in it).
+pub struct Caller {
+    /// Who is calling.
+    pub principal: Principal,
+    /// The raw query string.
+    pub query: Option<String>,
+    /// The request body.
+    pub body: Bytes,
+}
+
+impl Caller {
+    /// Parses the body as JSON; errors name the property at fault.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, AppError> {
+        let de = &mut serde_json::Deserializer::from_slice(&self.body);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() || path == "." {
+                AppError::BadRequest(format!("invalid JSON: {inner}"))
+            } else {
+                AppError::BadRequest(format!("{path}: {inner}"))
+            }
+        })
+    }
+}
+
+impl FromRequest<AppState> for Caller {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, app: &AppState) -> Result<Self, Response> {
+        let (parts, body) = req.into_parts();
+        let body = read_body(body).await?;
+        let query = parts.uri.query();
+        let credential = extract_credential(&parts.headers, query, &body);
+        let principal = app
+            .auth
+            .authenticate(credential)
+            .await
+            .map_err(|e| AppError::from(e).into_response())?;
+        if let Some(note) = parts.extensions.get::<RequestNote>() {
+            let label = match &principal {
+                Principal::Key(k) => format!("key {}", k.id),
+                Principal::User(u) => format!("user {}", u.name),
+            };
+            let _ = note.0.set(label);
+        }
+        Ok(Caller { principal, query: query.map(str::to_owned), body })
+    }
+}
+
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+        let too_large = e.into_inner().is::<http_body_util::LengthLimitError>();
+        if too_large {
+            error::text(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_BODY_BYTES} bytes"))
+        } else {
+            error::text(StatusCode::BAD_REQUEST, "cannot read the request body".into())
+        }
+    })
+}
+
+/// A JSON `200` response.
+fn json_ok<T: serde::Serialize>(value: &T) -> Result<Response, AppError> {
+    let body = serde_json::to_vec(value).map_err(anyhow::Error::from)?;
+    Ok(([(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response())
+}
+
+/// An empty `200` response.
+fn empty_ok() -> Response {
+    error::text(StatusCode::OK, String::new())
+}
+
+/// Reads one query parameter.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.into_owned())
+}

@@ -1,0 +1,12 @@
+//! Latchkey: a self-hosted API-key service that speaks ProGet's API-key HTTP API.
+//!
+//! `config` reads the command line, `server` starts and stops, `http` routes
+//! requests to thin handlers, `auth` turns a credential into a principal,
+//! `keys` holds generation, digests and policy, and `store` persists.
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod keys;
+pub mod server;
+pub mod store;

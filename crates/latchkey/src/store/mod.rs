@@ -1,0 +1,367 @@
+//! Storage: one trait, [`Store`], with an SQLite and a PostgreSQL implementation.
+//!
+//! Both implementations pass the same test suite. Keys are stored only as
+//! [`KeyDigest`]s; a delete or a user deletion is committed before the call
+//! returns, so a `200` built on it is durable.
+
+mod postgres;
+mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use proget_api::{ApiKeyType, Logging, PackagePermission, SystemApi};
+use time::OffsetDateTime;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use crate::keys::KeyDigest;
+
+/// The id of an API key (ProGet's ids are 32-bit; the first key gets 1000).
+pub type KeyId = i32;
+/// The id of a user.
+pub type UserId = i64;
+
+/// A failure of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another key already has this digest.
+    #[error("a key with the same text already exists")]
+    DuplicateKey,
+    /// Another user already has this name (case-insensitively).
+    #[error("a user with the same name already exists")]
+    DuplicateUser,
+    /// The database was written by a newer version of latchkey.
+    #[error("the database schema (version {found}) is newer than this latchkey understands (version {supported}); run a newer latchkey")]
+    SchemaTooNew {
+        /// Highest migration applied to the database.
+        found: i64,
+        /// Highest migration this binary knows.
+        supported: i64,
+    },
+    /// Anything else: connection, I/O, corrupt rows.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Other(e.into())
+    }
+}
+
+/// A user as stored (without the password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Storage id.
+    pub id: UserId,
+    /// Login name as spelled when created.
+    pub name: String,
+    /// Name shown to people.
+    pub display_name: Option<String>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Group names.
+    pub groups: Vec<String>,
+}
+
+impl User {
+    /// Whether the user is a member of `Administrators` (case-insensitively).
+    pub fn is_admin(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| g.eq_ignore_ascii_case(crate::keys::ADMINISTRATORS))
+    }
+}
+
+/// A user together with their password hash, for logins.
+#[derive(Debug, Clone)]
+pub struct UserLogin {
+    /// The user.
+    pub user: User,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// An API key as stored: everything but the key text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Key id.
+    pub id: KeyId,
+    /// Kind of key.
+    pub key_type: ApiKeyType,
+    /// Name shown in lists.
+    pub display_name: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// System keys: allowed APIs.
+    pub system_apis: Vec<SystemApi>,
+    /// Feed keys: allowed package operations.
+    pub package_permissions: Vec<PackagePermission>,
+    /// Feed keys: the feed.
+    pub feed: Option<String>,
+    /// Feed keys: the feed group.
+    pub feed_group: Option<String>,
+    /// When the key stops working.
+    pub expiration: Option<OffsetDateTime>,
+    /// Request logging.
+    pub logging: Logging,
+    /// Personal keys: the user the key acts as.
+    pub user: Option<User>,
+}
+
+/// A key to be created.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// Digest of the key text.
+    pub digest: KeyDigest,
+    /// Kind of key.
+    pub key_type: ApiKeyType,
+    /// Name shown in lists.
+    pub display_name: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// System keys: allowed APIs.
+    pub system_apis: Vec<SystemApi>,
+    /// Feed keys: allowed package operations.
+    pub package_permissions: Vec<PackagePermission>,
+    /// Feed keys: the feed.
+    pub feed: Option<String>,
+    /// Feed keys: the feed group.
+    pub feed_group: Option<String>,
+    /// When the key stops working.
+    pub expiration: Option<OffsetDateTime>,
+    /// Request logging.
+    pub logging: Logging,
+    /// Personal keys: the owner's id.
+    pub user_id: Option<UserId>,
+}
+
+/// A user to be created, or the new values of an edited user.
+#[derive(Debug, Clone, Default)]
+pub struct UserChange {
+    /// Login name (selects the user on update).
+    pub name: String,
+    /// Name shown to people; unchanged on update when `None`.
+    pub display_name: Option<String>,
+    /// E-mail address; unchanged on update when `None`.
+    pub email: Option<String>,
+    /// Groups; unchanged on update when `None`.
+    pub groups: Option<Vec<String>>,
+    /// Argon2id PHC string; unchanged on update when `None`.
+    pub password_hash: Option<String>,
+}
+
+/// The storage interface shared by the SQLite and PostgreSQL back ends.
+///
+/// Every write is committed before the method returns.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The key with this digest, with its owner (the hot path: one indexed lookup).
+    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<StoredKey>, StoreError>;
+    /// The key with this id.
+    async fn key_by_id(&self, id: KeyId) -> Result<Option<StoredKey>, StoreError>;
+    /// All keys ordered by id, or only the personal keys of one user.
+    async fn list_keys(&self, owner: Option<UserId>) -> Result<Vec<StoredKey>, StoreError>;
+    /// Stores a new key; [`StoreError::DuplicateKey`] when the digest exists.
+    async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError>;
+    /// Deletes a key durably; `false` when no key had this id.
+    async fn delete_key(&self, id: KeyId) -> Result<bool, StoreError>;
+
+    /// The user with this name (case-insensitively), with their password hash.
+    async fn user_login(&self, name: &str) -> Result<Option<UserLogin>, StoreError>;
+    /// Users ordered by name, optionally those whose name, display name or
+    /// e-mail contains `search` (case-insensitively).
+    async fn list_users(&self, search: Option<&str>) -> Result<Vec<User>, StoreError>;
+    /// Creates a user; [`StoreError::DuplicateUser`] when the name exists.
+    async fn create_user(&self, user: UserChange) -> Result<User, StoreError>;
+    /// Updates a user; `None` when no user has this name.
+    async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError>;
+    /// Deletes a user and their personal keys in one transaction; `false`
+    /// when no user had this name.
+    async fn delete_user(&self, name: &str) -> Result<bool, StoreError>;
+    /// Whether any user exists (an empty database gets the first `Admin`).
+    async fn has_users(&self) -> Result<bool, StoreError>;
+    /// Creates `user` only if there are no users at all; `true` if created.
+    async fn create_first_user(&self, user: UserChange) -> Result<bool, StoreError>;
+
+    /// Closes the connections cleanly.
+    async fn close(&self);
+}
+
+/// Opens the store a database URL names (`sqlite://…` or `postgres://…`),
+/// running migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
+    } else {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "unsupported database URL scheme (expected sqlite:// or postgres://)"
+        )))
+    }
+}
+
+/// The default SQLite URL for a data directory.
+pub fn sqlite_url_for(data_dir: &Path) -> String {
+    format!("sqlite://{}/latchkey.db", data_dir.display())
+}
+
+/// Lower-cases a user name for case-insensitive look-up (same rule on every back end).
+pub(crate) fn name_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
+/// Encodes a list of wire enum values as stored: comma-separated.
+pub(crate) fn join_values<T: Copy>(values: &[T], as_str: fn(T) -> &'static str) -> String {
+    values.iter().map(|v| as_str(*v)).collect::<Vec<_>>().join(",")
+}
+
+/// Decodes a comma-separated list of wire enum values.
+pub(crate) fn split_values<T: std::str::FromStr>(text: &str) -> Result<Vec<T>, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|e: T::Err| StoreError::Other(anyhow::anyhow!("corrupt row: {e}")))
+        })
+        .collect()
+}
+
+/// The highest migration version a migrator knows: the schema this binary supports.
+pub(crate) fn newest_migration(migrator: &sqlx::migrate::Migrator) -> i64 {
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// Maps a migration failure to a clear error, recognising a newer schema.
+pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError, supported: i64) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::VersionMissing(found) => {
+            StoreError::SchemaTooNew { found, supported }
+        }
+        other => StoreError::Other(anyhow::Error::new(other).context("database migration failed")),
+    }
+}
+
+/// The columns every key query selects, joined with the owner (`k` keys, `u` users).
+pub(crate) const KEY_COLUMNS: &str = "k.id, k.key_type, k.display_name, k.description, \
+     k.system_apis, k.package_permissions, k.feed, k.feed_group, k.expiration, k.logging, \
+     u.id AS user_id, u.name AS user_name, u.display_name AS user_display_name, \
+     u.email AS user_email, u.groups AS user_groups \
+     FROM api_keys k LEFT JOIN users u ON u.id = k.user_id";
+
+/// The columns every user query selects.
+pub(crate) const USER_COLUMNS: &str =
+    "id, name, display_name, email, groups, password_hash FROM users";
+
+/// A key row as both back ends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyRow {
+    id: i32,
+    key_type: String,
+    display_name: Option<String>,
+    description: Option<String>,
+    system_apis: String,
+    package_permissions: String,
+    feed: Option<String>,
+    feed_group: Option<String>,
+    expiration: Option<i64>,
+    logging: String,
+    user_id: Option<i64>,
+    user_name: Option<String>,
+    user_display_name: Option<String>,
+    user_email: Option<String>,
+    user_groups: Option<String>,
+}
+
+impl TryFrom<KeyRow> for StoredKey {
+    type Error = StoreError;
+
+    fn try_from(r: KeyRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Other(anyhow::anyhow!("corrupt key row {}: {what}", r.id));
+        let user = match (r.user_id, r.user_name) {
+            (Some(id), Some(name)) => Some(User {
+                id,
+                name,
+                display_name: r.user_display_name,
+                email: r.user_email,
+                groups: decode_groups(r.user_groups.as_deref().unwrap_or("[]"))?,
+            }),
+            _ => None,
+        };
+        Ok(StoredKey {
+            id: r.id,
+            key_type: r.key_type.parse().map_err(|_| corrupt("key_type"))?,
+            display_name: r.display_name,
+            description: r.description,
+            system_apis: split_values(&r.system_apis)?,
+            package_permissions: split_values(&r.package_permissions)?,
+            feed: r.feed,
+            feed_group: r.feed_group,
+            expiration: r
+                .expiration
+                .map(OffsetDateTime::from_unix_timestamp)
+                .transpose()
+                .map_err(|_| corrupt("expiration"))?,
+            logging: r.logging.parse().map_err(|_| corrupt("logging"))?,
+            user,
+        })
+    }
+}
+
+/// A user row as both back ends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserRow {
+    id: i64,
+    name: String,
+    display_name: Option<String>,
+    email: Option<String>,
+    groups: String,
+    password_hash: String,
+}
+
+impl TryFrom<UserRow> for UserLogin {
+    type Error = StoreError;
+
+    fn try_from(r: UserRow) -> Result<Self, StoreError> {
+        Ok(UserLogin {
+            user: User {
+                id: r.id,
+                name: r.name,
+                display_name: r.display_name,
+                email: r.email,
+                groups: decode_groups(&r.groups)?,
+            },
+            password_hash: r.password_hash,
+        })
+    }
+}
+
+/// Groups are stored as a JSON array of names.
+pub(crate) fn encode_groups(groups: &[String]) -> String {
+    serde_json::Value::from(groups.to_vec()).to_string()
+}
+
+fn decode_groups(text: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("corrupt groups column: {e}")))
+}
+
+/// Seconds since the epoch, as stored.
+pub(crate) fn unix_now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Whether a database error is a unique-constraint violation.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}

@@ -1,0 +1,316 @@
+//! PostgreSQL storage, for several latchkey nodes on one database.
+//!
+//! Nodes share nothing but the database: every verification is a look-up,
+//! every write is committed before the call returns, so a delete on one node
+//! is seen by the next request on any other.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool, Postgres};
+
+use super::{
+    encode_groups, is_unique_violation, join_values, migrate_error, name_key, newest_migration,
+    unix_now, KeyId, KeyRow, NewKey, Store, StoreError, StoredKey, User, UserChange, UserId,
+    UserLogin, UserRow, KEY_COLUMNS, USER_COLUMNS,
+};
+use crate::keys::KeyDigest;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections per node; several nodes share the server's `max_connections`.
+const MAX_CONNECTIONS: u32 = 16;
+/// How long a request waits for a connection before it fails (with a 500).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Advisory lock that serialises first-user creation across nodes.
+const FIRST_USER_LOCK: i64 = 0x6c61_7463_686b_0001;
+
+/// PostgreSQL storage.
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` and migrates the database.
+    ///
+    /// Several nodes may start at once: sqlx's migrator holds a
+    /// session-level advisory lock while it checks and applies migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| anyhow::Error::new(e).context("invalid PostgreSQL URL"))?
+            .application_name("latchkey");
+        // Connections killed by the server (restart, failover, admin) are
+        // found by the ping before each acquire and replaced.
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(true)
+            .connect_with(options)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("cannot connect to the PostgreSQL database"))?;
+        let mut conn = pool.acquire().await?;
+        if let Err(e) = MIGRATOR.run(&mut *conn).await {
+            // A failed run may leave the migration lock held by this session.
+            conn.close_on_drop();
+            return Err(migrate_error(e, newest_migration(&MIGRATOR)));
+        }
+        drop(conn);
+        Ok(PostgresStore { pool })
+    }
+}
+
+async fn fetch_key<'e, E: Executor<'e, Database = Postgres>>(
+    exec: E,
+    id: KeyId,
+) -> Result<Option<StoredKey>, StoreError> {
+    let sql = format!("SELECT {KEY_COLUMNS} WHERE k.id = $1");
+    let row: Option<KeyRow> = sqlx::query_as(&sql).bind(id).fetch_optional(exec).await?;
+    row.map(StoredKey::try_from).transpose()
+}
+
+async fn fetch_user<'e, E: Executor<'e, Database = Postgres>>(
+    exec: E,
+    name: &str,
+) -> Result<Option<UserLogin>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} WHERE name_key = $1");
+    let row: Option<UserRow> = sqlx::query_as(&sql)
+        .bind(name_key(name))
+        .fetch_optional(exec)
+        .await?;
+    row.map(UserLogin::try_from).transpose()
+}
+
+/// Inserts a user; the caller maps unique violations.
+async fn insert_user<'e, E: Executor<'e, Database = Postgres>>(
+    exec: E,
+    user: &UserChange,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO users (name, name_key, display_name, email, groups, password_hash, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&user.name)
+    .bind(name_key(&user.name))
+    .bind(&user.display_name)
+    .bind(&user.email)
+    .bind(encode_groups(user.groups.as_deref().unwrap_or_default()))
+    .bind(user.password_hash.as_deref().unwrap_or_default())
+    .bind(unix_now())
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<StoredKey>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} WHERE k.digest = $1");
+        let row: Option<KeyRow> = sqlx::query_as(&sql)
+            .bind(digest.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(StoredKey::try_from).transpose()
+    }
+
+    async fn key_by_id(&self, id: KeyId) -> Result<Option<StoredKey>, StoreError> {
+        fetch_key(&self.pool, id).await
+    }
+
+    async fn list_keys(&self, owner: Option<UserId>) -> Result<Vec<StoredKey>, StoreError> {
+        let rows: Vec<KeyRow> = match owner {
+            None => {
+                sqlx::query_as(&format!("SELECT {KEY_COLUMNS} ORDER BY k.id"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(user) => {
+                sqlx::query_as(&format!(
+                    "SELECT {KEY_COLUMNS} WHERE k.user_id = $1 AND k.key_type = 'personal' ORDER BY k.id"
+                ))
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.into_iter().map(StoredKey::try_from).collect()
+    }
+
+    async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query_scalar::<_, i32>(
+            "INSERT INTO api_keys (digest, key_type, display_name, description, system_apis, \
+             package_permissions, feed, feed_group, expiration, logging, user_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        )
+        .bind(key.digest.as_bytes().as_slice())
+        .bind(key.key_type.as_str())
+        .bind(&key.display_name)
+        .bind(&key.description)
+        .bind(join_values(&key.system_apis, |v| v.as_str()))
+        .bind(join_values(&key.package_permissions, |v| v.as_str()))
+        .bind(&key.feed)
+        .bind(&key.feed_group)
+        .bind(key.expiration.map(|t| t.unix_timestamp()))
+        .bind(key.logging.as_str())
+        .bind(key.user_id)
+        .bind(unix_now())
+        .fetch_one(&mut *tx)
+        .await;
+        let id = match inserted {
+            Ok(id) => id,
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::DuplicateKey),
+            Err(e) => return Err(e.into()),
+        };
+        let stored = fetch_key(&mut *tx, id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("key {id} vanished while being created"))?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn delete_key(&self, id: KeyId) -> Result<bool, StoreError> {
+        // Concurrent deletes of one row: the second waits for the first's
+        // row lock, then finds nothing, so exactly one sees a row affected.
+        let done = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn user_login(&self, name: &str) -> Result<Option<UserLogin>, StoreError> {
+        fetch_user(&self.pool, name).await
+    }
+
+    async fn list_users(&self, search: Option<&str>) -> Result<Vec<User>, StoreError> {
+        // COLLATE "C": byte order, the same order SQLite gives.
+        let rows: Vec<UserRow> = match search.filter(|s| !s.is_empty()) {
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT {USER_COLUMNS} ORDER BY name_key COLLATE \"C\""
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(term) => {
+                sqlx::query_as(&format!(
+                    "SELECT {USER_COLUMNS} WHERE strpos(name_key, $1) > 0 \
+                     OR strpos(lower(coalesce(display_name, '')), $1) > 0 \
+                     OR strpos(lower(coalesce(email, '')), $1) > 0 \
+                     ORDER BY name_key COLLATE \"C\""
+                ))
+                .bind(term.to_lowercase())
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.into_iter()
+            .map(|r| UserLogin::try_from(r).map(|l| l.user))
+            .collect()
+    }
+
+    async fn create_user(&self, user: UserChange) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        match insert_user(&mut *tx, &user).await {
+            Ok(()) => {}
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::DuplicateUser),
+            Err(e) => return Err(e.into()),
+        }
+        let created = fetch_user(&mut *tx, &user.name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("user vanished while being created"))?;
+        tx.commit().await?;
+        Ok(created.user)
+    }
+
+    async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET display_name = coalesce($1, display_name), email = coalesce($2, email), \
+             groups = coalesce($3, groups), password_hash = coalesce($4, password_hash) \
+             WHERE name_key = $5",
+        )
+        .bind(&change.display_name)
+        .bind(&change.email)
+        .bind(change.groups.as_deref().map(encode_groups))
+        .bind(&change.password_hash)
+        .bind(name_key(&change.name))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let updated = fetch_user(&mut *tx, &change.name).await?;
+        tx.commit().await?;
+        Ok(updated.map(|l| l.user))
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let key = name_key(name);
+        // Lock the user row first so that a personal key created for this
+        // user concurrently either commits before (and is deleted here) or
+        // fails on the foreign key afterwards.
+        let user_id: Option<UserId> =
+            sqlx::query_scalar("SELECT id FROM users WHERE name_key = $1 FOR UPDATE")
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(user_id) = user_id else {
+            return Ok(false);
+        };
+        sqlx::query("DELETE FROM api_keys WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn has_users(&self) -> Result<bool, StoreError> {
+        let any: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(any.is_some())
+    }
+
+    async fn create_first_user(&self, user: UserChange) -> Result<bool, StoreError> {
+        // Under READ COMMITTED, `INSERT … WHERE NOT EXISTS` alone lets two
+        // nodes starting at once both insert; the lock makes the second wait
+        // and then see the first's committed user.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FIRST_USER_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let any: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if any.is_some() {
+            return Ok(false);
+        }
+        match insert_user(&mut *tx, &user).await {
+            Ok(()) => {}
+            // A user of that name was added through the API meanwhile: users exist.
+            Err(e) if is_unique_violation(&e) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,275 @@
+//! The embedded default: SQLite in WAL mode with `synchronous=FULL`; writes go
+//! through one writer connection, reads through a pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Executor, Sqlite, SqlitePool};
+
+use super::{
+    encode_groups, is_unique_violation, join_values, migrate_error, name_key, unix_now, KeyId,
+    KeyRow, NewKey, Store, StoreError, StoredKey, User, UserChange, UserId, UserLogin, UserRow,
+    KEY_COLUMNS, USER_COLUMNS,
+};
+use crate::keys::KeyDigest;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// SQLite storage.
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` and migrates it.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| anyhow::Error::new(e).context("invalid SQLite URL"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("cannot open the SQLite database"))?;
+        let supported = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|e| migrate_error(e, supported))?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("cannot open the SQLite database"))?;
+        Ok(SqliteStore { writer, readers })
+    }
+}
+
+async fn fetch_key<'e, E: Executor<'e, Database = Sqlite>>(
+    exec: E,
+    id: KeyId,
+) -> Result<Option<StoredKey>, StoreError> {
+    let sql = format!("SELECT {KEY_COLUMNS} WHERE k.id = ?");
+    let row: Option<KeyRow> = sqlx::query_as(&sql).bind(id).fetch_optional(exec).await?;
+    row.map(StoredKey::try_from).transpose()
+}
+
+async fn fetch_user<'e, E: Executor<'e, Database = Sqlite>>(
+    exec: E,
+    name: &str,
+) -> Result<Option<UserLogin>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} WHERE name_key = ?");
+    let row: Option<UserRow> = sqlx::query_as(&sql)
+        .bind(name_key(name))
+        .fetch_optional(exec)
+        .await?;
+    row.map(UserLogin::try_from).transpose()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+
+    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<StoredKey>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} WHERE k.digest = ?");
+        let row: Option<KeyRow> = sqlx::query_as(&sql)
+            .bind(digest.as_bytes().as_slice())
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(StoredKey::try_from).transpose()
+    }
+
+    async fn key_by_id(&self, id: KeyId) -> Result<Option<StoredKey>, StoreError> {
+        fetch_key(&self.readers, id).await
+    }
+
+    async fn list_keys(&self, owner: Option<UserId>) -> Result<Vec<StoredKey>, StoreError> {
+        let rows: Vec<KeyRow> = match owner {
+            None => {
+                sqlx::query_as(&format!("SELECT {KEY_COLUMNS} ORDER BY k.id"))
+                    .fetch_all(&self.readers)
+                    .await?
+            }
+            Some(user) => {
+                sqlx::query_as(&format!(
+                    "SELECT {KEY_COLUMNS} WHERE k.user_id = ? AND k.key_type = 'personal' ORDER BY k.id"
+                ))
+                .bind(user)
+                .fetch_all(&self.readers)
+                .await?
+            }
+        };
+        rows.into_iter().map(StoredKey::try_from).collect()
+    }
+
+    async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let inserted = sqlx::query_scalar::<_, i32>(
+            "INSERT INTO api_keys (digest, key_type, display_name, description, system_apis, \
+             package_permissions, feed, feed_group, expiration, logging, user_id, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(key.digest.as_bytes().as_slice())
+        .bind(key.key_type.as_str())
+        .bind(&key.display_name)
+        .bind(&key.description)
+        .bind(join_values(&key.system_apis, |v| v.as_str()))
+        .bind(join_values(&key.package_permissions, |v| v.as_str()))
+        .bind(&key.feed)
+        .bind(&key.feed_group)
+        .bind(key.expiration.map(|t| t.unix_timestamp()))
+        .bind(key.logging.as_str())
+        .bind(key.user_id)
+        .bind(unix_now())
+        .fetch_one(&mut *tx)
+        .await;
+        let id = match inserted {
+            Ok(id) => id,
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::DuplicateKey),
+            Err(e) => return Err(e.into()),
+        };
+        let stored = fetch_key(&mut *tx, id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("key {id} vanished while being created"))?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn delete_key(&self, id: KeyId) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM api_keys WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn user_login(&self, name: &str) -> Result<Option<UserLogin>, StoreError> {
+        fetch_user(&self.readers, name).await
+    }
+
+    async fn list_users(&self, search: Option<&str>) -> Result<Vec<User>, StoreError> {
+        let rows: Vec<UserRow> = match search.filter(|s| !s.is_empty()) {
+            None => {
+                sqlx::query_as(&format!("SELECT {USER_COLUMNS} ORDER BY name_key"))
+                    .fetch_all(&self.readers)
+                    .await?
+            }
+            Some(term) => {
+                sqlx::query_as(&format!(
+                    "SELECT {USER_COLUMNS} WHERE instr(name_key, ?1) > 0 \
+                     OR instr(lower(coalesce(display_name, '')), ?1) > 0 \
+                     OR instr(lower(coalesce(email, '')), ?1) > 0 ORDER BY name_key"
+                ))
+                .bind(term.to_lowercase())
+                .fetch_all(&self.readers)
+                .await?
+            }
+        };
+        rows.into_iter()
+            .map(|r| UserLogin::try_from(r).map(|l| l.user))
+            .collect()
+    }
+
+    async fn create_user(&self, user: UserChange) -> Result<User, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (name, name_key, display_name, email, groups, password_hash, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&user.name)
+        .bind(name_key(&user.name))
+        .bind(&user.display_name)
+        .bind(&user.email)
+        .bind(encode_groups(user.groups.as_deref().unwrap_or_default()))
+        .bind(user.password_hash.as_deref().unwrap_or_default())
+        .bind(unix_now())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::DuplicateUser),
+            Err(e) => return Err(e.into()),
+        }
+        let created = fetch_user(&mut *tx, &user.name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("user vanished while being created"))?;
+        tx.commit().await?;
+        Ok(created.user)
+    }
+
+    async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET display_name = coalesce(?, display_name), email = coalesce(?, email), \
+             groups = coalesce(?, groups), password_hash = coalesce(?, password_hash) WHERE name_key = ?",
+        )
+        .bind(&change.display_name)
+        .bind(&change.email)
+        .bind(change.groups.as_deref().map(encode_groups))
+        .bind(&change.password_hash)
+        .bind(name_key(&change.name))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let updated = fetch_user(&mut *tx, &change.name).await?;
+        tx.commit().await?;
+        Ok(updated.map(|l| l.user))
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let key = name_key(name);
+        sqlx::query("DELETE FROM api_keys WHERE user_id IN (SELECT id FROM users WHERE name_key = ?)")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM users WHERE name_key = ?")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn has_users(&self) -> Result<bool, StoreError> {
+        let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users LIMIT 1")
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(any.is_some())
+    }
+
+    async fn create_first_user(&self, user: UserChange) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO users (name, name_key, display_name, email, groups, password_hash, created_at) \
+             SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM users)",
+        )
+        .bind(&user.name)
+        .bind(name_key(&user.name))
+        .bind(&user.display_name)
+        .bind(&user.email)
+        .bind(encode_groups(user.groups.as_deref().unwrap_or_default()))
+        .bind(user.password_hash.as_deref().unwrap_or_default())
+        .bind(unix_now())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+}

@@ -1,0 +1,103 @@
+//! Dates as the API reads them: a date alone, a date-time with or without an
+//! offset, or `YYYY/MM/DD` as written by humans in the documentation.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime, PrimitiveDateTime};
+
+/// A date that is not in any accepted form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidDate(pub String);
+
+impl fmt::Display for InvalidDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid date \"{}\", expected YYYY-MM-DD, YYYY/MM/DD or an ISO 8601 date-time",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for InvalidDate {}
+
+/// Parses `2024-08-01`, `2024/08/01`, `2024-08-01T10:00:00Z`,
+/// `2024-08-01T10:00:00+02:00` or `2024-08-01T10:00:00` (read as UTC).
+pub fn parse_date(text: &str) -> Result<OffsetDateTime, InvalidDate> {
+    let s = text.trim();
+    let invalid = || InvalidDate(text.to_owned());
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    let naive = format_description!(
+        version = 2,
+        "[year]-[month]-[day][first [T] [ ]][hour]:[minute][optional [:[second][optional [.[subsecond]]]]]"
+    );
+    if let Ok(t) = PrimitiveDateTime::parse(s, &naive) {
+        return Ok(t.assume_utc());
+    }
+    let dash = format_description!("[year]-[month]-[day]");
+    let slash = format_description!("[year]/[month]/[day]");
+    Date::parse(s, &dash)
+        .or_else(|_| Date::parse(s, &slash))
+        .map(|d| d.midnight().assume_utc())
+        .map_err(|_| invalid())
+}
+
+/// A key's expiration: a point in time, written as RFC 3339.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Expiration(pub OffsetDateTime);
+
+impl Expiration {
+    /// The date part as `YYYY-MM-DD`, as lists show it.
+    pub fn date_string(&self) -> String {
+        let d = self.0.date();
+        format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+    }
+}
+
+impl Serialize for Expiration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = self.0.format(&Rfc3339).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Expiration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        parse_date(&s).map(Expiration).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn accepts_every_documented_form() {
+        let midnight = datetime!(2024-08-01 0:00 UTC);
+        assert_eq!(parse_date("2024-08-01"), Ok(midnight));
+        assert_eq!(parse_date("2024/08/01"), Ok(midnight));
+        assert_eq!(parse_date("2024-08-01T00:00:00Z"), Ok(midnight));
+        assert_eq!(parse_date("2024-08-01T02:00:00+02:00"), Ok(midnight));
+        assert_eq!(parse_date("2024-08-01T00:00:00"), Ok(midnight));
+        assert_eq!(parse_date("2024-08-01T00:00:00.000"), Ok(midnight));
+    }
+
+    #[test]
+    fn rejects_nonsense() {
+        for bad in ["", "tomorrow", "2024-13-01", "01/08/2024", "2024-08-01T25:00:00Z"] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shows_the_date_part() {
+        assert_eq!(Expiration(datetime!(2027-08-01 13:00 UTC)).date_string(), "2027-08-01");
+    }
+}

@@ -1,0 +1,173 @@
+//! Wire types of ProGet's API-key, security (users) and health HTTP APIs.
+//!
+//! Shared by the `latchkey` server and the `pgutil` client so that both speak
+//! exactly the same JSON: camelCase properties, camelCase enum values (read
+//! case-insensitively), null properties omitted when writing.
+
+mod date;
+mod enums;
+
+pub use date::{parse_date, Expiration, InvalidDate};
+pub use enums::{ApiKeyType, Logging, PackagePermission, SystemApi, UnknownVariant};
+
+use serde::{Deserialize, Serialize};
+
+/// Request paths of the endpoints, as the server routes them.
+pub mod paths {
+    /// `POST`: create a key.
+    pub const API_KEYS_CREATE: &str = "/api/api-keys/create";
+    /// `GET`: list the keys the caller may see.
+    pub const API_KEYS_LIST: &str = "/api/api-keys/list";
+    /// `POST ?id=N`: delete a key.
+    pub const API_KEYS_DELETE: &str = "/api/api-keys/delete";
+    /// `POST`: add a user.
+    pub const USERS_ADD: &str = "/api/security/users/add";
+    /// `GET [?search-term=…]`: list users.
+    pub const USERS_LIST: &str = "/api/security/users/list";
+    /// `DELETE ?user=NAME`: delete a user and their personal keys.
+    pub const USERS_DELETE: &str = "/api/security/users/delete";
+    /// `POST`: edit a user (the body's `name` selects the user).
+    pub const USERS_EDIT: &str = "/api/security/users/edit";
+    /// `GET`: `OK` when the database answers.
+    pub const HEALTH: &str = "/health";
+    /// `GET`: the [`HealthInfo`](crate::HealthInfo) object.
+    pub const HEALTH_JSON: &str = "/health/json";
+}
+
+/// An API key as created, listed and returned by the API-key endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyInfo {
+    /// Server-assigned id; ignored on create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i32>,
+    /// The kind of key; required on create.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<ApiKeyType>,
+    /// The key text: a custom value on create, the full key in a create response only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Name shown in lists; `(unnamed key)` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// System keys only: what the key may do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_apis: Option<Vec<SystemApi>>,
+    /// Feed keys only: what the key may do on its feed or feed group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_permissions: Option<Vec<PackagePermission>>,
+    /// Feed keys only: the feed (exclusive with `feed_group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
+    /// Feed keys only: the feed group (exclusive with `feed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_group: Option<String>,
+    /// When the key stops working; `None` for never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<Expiration>,
+    /// Request logging for the key; absent means [`Logging::None`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    /// Personal keys only: the user the key acts as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// A user as listed and returned by the security API (never with a password).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserInfo {
+    /// Login name; case-insensitive for look-up.
+    pub name: String,
+    /// Name shown to people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// E-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Group names; `Administrators` makes the user an administrator.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// Body of `users/add` and `users/edit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserEdit {
+    /// Login name (selects the user on edit).
+    pub name: String,
+    /// Name shown to people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// E-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// New password; required on add, unchanged on edit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Group names; unchanged on edit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+}
+
+/// The object returned by `/health/json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthInfo {
+    /// Product name.
+    pub application_name: String,
+    /// Version, e.g. `0.1.0`.
+    pub version_number: String,
+    /// Release, e.g. `0.1.0`.
+    pub release_number: String,
+    /// `OK` or `Error`.
+    pub database_status: String,
+    /// Why the database is not OK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_status_details: Option<String>,
+    /// Always `OK`: there is no license.
+    pub license_status: String,
+    /// `OK` or `Error`.
+    pub service_status: String,
+    /// Why the service is not OK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_status_detail: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_info_round_trips_in_camel_case_without_nulls() {
+        let info = ApiKeyInfo {
+            id: Some(1000),
+            key_type: Some(ApiKeyType::Feed),
+            display_name: Some("Build server".into()),
+            package_permissions: Some(vec![PackagePermission::View, PackagePermission::Add]),
+            feed: Some("public-npm".into()),
+            logging: Some(Logging::Both),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&info).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":1000,"type":"feed","displayName":"Build server","packagePermissions":["view","add"],"feed":"public-npm","logging":"both"}"#
+        );
+        assert_eq!(serde_json::from_str::<ApiKeyInfo>(&json).unwrap(), info);
+    }
+
+    #[test]
+    fn unknown_properties_and_nulls_are_accepted() {
+        let info: ApiKeyInfo = serde_json::from_str(
+            r#"{"type":"System","systemApis":["full-control"],"user":null,"newField":3}"#,
+        )
+        .unwrap();
+        assert_eq!(info.key_type, Some(ApiKeyType::System));
+        assert_eq!(info.system_apis, Some(vec![SystemApi::FullControl]));
+        assert_eq!(info.user, None);
+    }
+}
