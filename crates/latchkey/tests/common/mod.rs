@@ -1,0 +1,339 @@
+//! Test harness: starts the real `latchkey` binary on `127.0.0.1:0` with a
+//! temporary data directory, on SQLite or on a fresh PostgreSQL database.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Password of the bootstrap `Admin` in every test server.
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+/// Installation secret shared by test nodes.
+pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+
+/// Which storage back end a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in the data directory.
+    Sqlite,
+    /// A fresh PostgreSQL database made from `LATCHKEY_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+/// The PostgreSQL URL for tests, or `None` (after saying so loudly) when unset.
+pub fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("LATCHKEY_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("SKIPPED: PostgreSQL half of {test} (LATCHKEY_TEST_POSTGRES_URL is unset)");
+            None
+        }
+    }
+}
+
+/// Runs a test body once per back end: `both_backends!(name, body_fn);`
+/// declares `name::sqlite` and `name::postgres` tests.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                if $crate::common::postgres_url(stringify!($name)).is_some() {
+                    super::$name($crate::common::Backend::Postgres)
+                }
+            }
+        }
+    )+};
+}
+
+/// A fresh PostgreSQL database; dropped (best effort) with the value.
+pub struct TestDatabase {
+    admin_url: String,
+    name: String,
+    /// URL of the fresh database.
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// Creates a database with a random name on the server of `LATCHKEY_TEST_POSTGRES_URL`.
+    pub fn create() -> TestDatabase {
+        let admin_url = std::env::var("LATCHKEY_TEST_POSTGRES_URL")
+            .expect("LATCHKEY_TEST_POSTGRES_URL must be set for PostgreSQL tests");
+        let name = format!("lk_test_{:016x}", rand_u64());
+        pg_execute(&admin_url, &format!("CREATE DATABASE {name}"));
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("LATCHKEY_TEST_POSTGRES_URL has no database part: {admin_url}"),
+        };
+        TestDatabase { admin_url, name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let _ = std::panic::catch_unwind(|| pg_execute(&self.admin_url, &sql));
+    }
+}
+
+/// Runs one SQL statement on a PostgreSQL URL (panics on failure: tests must not skip silently).
+pub fn pg_execute(url: &str, sql: &str) {
+    use sqlx::{Connection, Executor};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}"));
+        conn.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.close().await;
+    });
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Extra `serve` arguments.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// `--database-url` (default: SQLite in the data directory).
+    pub database_url: Option<String>,
+}
+
+/// A running `latchkey serve`, killed on drop.
+pub struct TestServer {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// The data directory (kept for restarts).
+    pub data_dir: PathBuf,
+    dir: std::sync::Arc<TempDir>,
+    options: Options,
+    log_path: PathBuf,
+    _database: Option<std::sync::Arc<TestDatabase>>,
+}
+
+/// Path of the `latchkey` binary under test.
+pub fn latchkey_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_latchkey")
+}
+
+impl TestServer {
+    /// Starts a server on a fresh data directory and database.
+    pub fn start(backend: Backend) -> TestServer {
+        TestServer::start_with(backend, Options::default())
+    }
+
+    /// Starts a server with extra options on a fresh data directory and database.
+    pub fn start_with(backend: Backend, mut options: Options) -> TestServer {
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(std::sync::Arc::new(TestDatabase::create())),
+        };
+        if let Some(db) = &database {
+            options.database_url.get_or_insert_with(|| db.url.clone());
+        }
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        let data_dir = dir.path().join("data");
+        let mut server = TestServer {
+            child: None,
+            base: String::new(),
+            data_dir,
+            log_path: dir.path().join("server.log"),
+            dir,
+            options,
+            _database: database,
+        };
+        server.spawn().unwrap_or_else(|e| panic!("server did not start: {e}\n{}", server.log()));
+        server
+    }
+
+    /// Starts another node on the same database (same secret, own data directory).
+    pub fn another_node(&self) -> TestServer {
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        let mut node = TestServer {
+            child: None,
+            base: String::new(),
+            data_dir: dir.path().join("data"),
+            log_path: dir.path().join("server.log"),
+            dir,
+            options: self.options.clone(),
+            _database: self._database.clone(),
+        };
+        node.spawn().unwrap_or_else(|e| panic!("node did not start: {e}\n{}", node.log()));
+        node
+    }
+
+    /// Starts the process and waits for its `listening on` line.
+    fn spawn(&mut self) -> Result<(), String> {
+        let log = File::options().create(true).append(true).open(&self.log_path).unwrap();
+        let mut cmd = Command::new(latchkey_bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.options.args)
+            .env("LATCHKEY_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("LATCHKEY_SECRET", TEST_SECRET)
+            .env("RUST_LOG", "info")
+            .env_remove("LATCHKEY_DATABASE_URL")
+            .env_remove("LATCHKEY_LISTEN")
+            .env_remove("LATCHKEY_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        if let Some(url) = &self.options.database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        for (k, v) in &self.options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        self.child = Some(child);
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(base) => {
+                self.base = base;
+                Ok(())
+            }
+            Err(_) => Err("no `listening on` line within 30 s".into()),
+        }
+    }
+
+    /// The `--database-url` given to the server, if any.
+    pub fn database_url(&self) -> Option<String> {
+        self.options.database_url.clone()
+    }
+
+    /// The full URL of a path (with query).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// The admin's pseudo-key `Admin:password`.
+    pub fn admin(&self) -> String {
+        format!("Admin:{ADMIN_PASSWORD}")
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The temporary directory holding the data directory and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("server is running");
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        c.wait().unwrap()
+    }
+
+    /// Starts the process again on the same data directory and database.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn().unwrap_or_else(|e| panic!("server did not restart: {e}\n{}", self.log()));
+    }
+
+    /// Creates a key as the admin; returns `(id, key text)`.
+    pub fn create_key(&self, info: Value) -> (i32, String) {
+        let r = post_json(&self.url("/api/api-keys/create"), &info).header("X-ApiKey", self.admin()).send().unwrap();
+        let status = r.status();
+        let body: Value = r.json().unwrap_or(Value::Null);
+        assert_eq!(status, 200, "create failed: {body}");
+        (body["id"].as_i64().unwrap() as i32, body["key"].as_str().unwrap().to_owned())
+    }
+
+    /// Adds a user as the admin.
+    pub fn add_user(&self, name: &str, password: &str, groups: &[&str]) {
+        let body = serde_json::json!({"name": name, "password": password, "groups": groups});
+        let r = post_json(&self.url("/api/security/users/add"), &body).header("X-ApiKey", self.admin()).send().unwrap();
+        assert_eq!(r.status(), 200, "add user failed: {}", r.text().unwrap_or_default());
+    }
+
+    /// Deletes key `id` with the given key or pseudo-key; returns the response.
+    pub fn delete_key(&self, id: impl std::fmt::Display, credential: &str) -> Response {
+        client()
+            .post(self.url(&format!("/api/api-keys/delete?id={id}")))
+            .header("X-ApiKey", credential)
+            .send()
+            .unwrap()
+    }
+
+    /// Lists keys with the given key or pseudo-key.
+    pub fn list_keys(&self, credential: &str) -> Response {
+        client().get(self.url("/api/api-keys/list")).header("X-ApiKey", credential).send().unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A shared HTTP client that never uses a proxy.
+pub fn client() -> &'static Client {
+    static CLIENT: std::sync::OnceLock<Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap())
+}
+
+/// A JSON POST request.
+pub fn post_json(url: &str, body: &Value) -> RequestBuilder {
+    client().post(url).header("content-type", "application/json").body(body.to_string())
+}
+
+/// A system key with full control.
+pub fn full_control() -> Value {
+    serde_json::json!({"type": "system", "systemApis": ["full-control"]})
+}
+
+/// A personal key for a user.
+pub fn personal(user: &str) -> Value {
+    serde_json::json!({"type": "personal", "user": user})
+}
+
+/// A feed key on one feed.
+pub fn feed_key() -> Value {
+    serde_json::json!({"type": "feed", "feed": "public-npm", "packagePermissions": ["view", "add"]})
+}

@@ -1,0 +1,7 @@
+//! Black-box HTTP tests: the real `latchkey` binary on a real socket, on
+//! every storage back end.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod delete;
