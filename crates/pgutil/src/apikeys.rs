@@ -1,0 +1,118 @@
+//! `pgutil apikeys create|list|delete`.
+
+use proget_api::{paths, ApiKeyInfo, ApiKeyType};
+use reqwest::Method;
+
+use crate::cli::{ApiKeysCommand, CommonKeyArgs, CreateCommand, DeleteArgs, ServerOptions};
+use crate::client::{resolve, Client};
+use crate::error::Error;
+use crate::output::{api_key_list, print};
+
+/// Runs an `apikeys` command.
+pub fn run(command: ApiKeysCommand) -> Result<(), Error> {
+    match command {
+        ApiKeysCommand::Create(create) => self::create(create),
+        ApiKeysCommand::List(server) => list(&server),
+        ApiKeysCommand::Delete(args) => delete(&args),
+    }
+}
+
+/// `apikeys delete --id=N`: `POST /api/api-keys/delete?id=N`.
+fn delete(args: &DeleteArgs) -> Result<(), Error> {
+    let client = Client::new(&resolve(&args.server)?)?;
+    let id = args.id.to_string();
+    print(&format!("Deleting API key (id={id})...\n"))?;
+    client
+        .send(Method::POST, paths::API_KEYS_DELETE, &[("id", &id)])
+        .map_err(|e| {
+            if e.status() == Some(404) {
+                Error::Failed(format!(
+                "error: API key {id} was not found (404){}; see the ids with `pgutil apikeys list`",
+                e.server_said()
+            ))
+            } else {
+                e.describe(&format!("deleting API key {id}"))
+            }
+        })?;
+    print("API key deleted.\n")
+}
+
+/// `apikeys list`: `GET /api/api-keys/list`.
+fn list(server: &ServerOptions) -> Result<(), Error> {
+    let client = Client::new(&resolve(server)?)?;
+    let keys: Vec<ApiKeyInfo> = client
+        .get_json(paths::API_KEYS_LIST, &[])
+        .map_err(|e| e.describe("listing API keys"))?;
+    print(&api_key_list(&keys))
+}
+
+/// `apikeys create system|feed|personal`: `POST /api/api-keys/create`; prints only the key.
+fn create(command: CreateCommand) -> Result<(), Error> {
+    let server = match &command {
+        CreateCommand::System(args) => &args.server,
+        CreateCommand::Feed(args) => &args.server,
+        CreateCommand::Personal(args) => &args.server,
+    };
+    let target = resolve(server)?;
+    let (kind, info) = match command {
+        CreateCommand::System(args) => {
+            let info = ApiKeyInfo {
+                key_type: Some(ApiKeyType::System),
+                system_apis: Some(args.apis.0),
+                ..common(args.key)
+            };
+            ("system", info)
+        }
+        CreateCommand::Feed(args) => {
+            let info = ApiKeyInfo {
+                key_type: Some(ApiKeyType::Feed),
+                feed: args.feed,
+                feed_group: args.group,
+                package_permissions: Some(args.permissions.0),
+                ..common(args.key)
+            };
+            ("feed", info)
+        }
+        CreateCommand::Personal(args) => {
+            let user = args
+                .user
+                .filter(|u| !u.is_empty())
+                .or_else(|| target.credential.as_ref().and_then(|c| c.user_name()).map(str::to_owned))
+                .ok_or_else(|| {
+                    Error::Usage(
+                        "error: personal keys need a user; give --user=NAME, or authenticate with --username/--password or a source that has a user name".into(),
+                    )
+                })?;
+            let info = ApiKeyInfo {
+                key_type: Some(ApiKeyType::Personal),
+                user: Some(user),
+                ..common(args.key)
+            };
+            ("personal", info)
+        }
+    };
+    let client = Client::new(&target)?;
+    let action = format!("creating a {kind} API key");
+    let created: ApiKeyInfo = client
+        .post_json(paths::API_KEYS_CREATE, &info)
+        .map_err(|e| e.describe(&action))?;
+    match created.key.filter(|k| !k.is_empty()) {
+        Some(key) => print(&format!("{key}\n")),
+        None => Err(Error::Failed(format!(
+            "error: {action}: the server created key {} but did not return its text; delete it and try again",
+            created.id.map_or_else(|| "(unknown id)".into(), |id| id.to_string())
+        ))),
+    }
+}
+
+/// The body fields every key type shares.
+fn common(args: CommonKeyArgs) -> ApiKeyInfo {
+    ApiKeyInfo {
+        key: args.key,
+        display_name: args.name,
+        description: args.description,
+        expiration: args.expiration,
+        logging: Some(args.logging),
+        ..Default::default()
+    }
+}
