@@ -214,12 +214,12 @@ impl ApiError {
             ),
             ApiError::Transport { url, reason, timed_out: true, connect, .. } => {
                 let (what, limit) = if *connect {
-                    ("could not connect", CONNECT_TIMEOUT)
+                    ("could not connect to", CONNECT_TIMEOUT)
                 } else {
-                    ("got no complete answer", TOTAL_TIMEOUT)
+                    ("got no complete answer from", TOTAL_TIMEOUT)
                 };
                 format!(
-                    "error: {action} timed out: {what} to {url} within {} s ({reason}); check that the server is up and reachable, then try again",
+                    "error: {action} timed out: {what} {url} within {} s ({reason}); check that the server is up and reachable, then try again",
                     limit.as_secs()
                 )
             }
@@ -304,6 +304,18 @@ impl Client {
     }
 
     fn execute(&self, request: RequestBuilder) -> Result<String, ApiError> {
+        let (status, body) = self.exchange(request)?;
+        if !(200..300).contains(&status) {
+            return Err(ApiError::Status {
+                status,
+                said: one_line(&body, 300),
+            });
+        }
+        Ok(body)
+    }
+
+    /// Sends a request; the status and body of any non-redirect answer.
+    fn exchange(&self, request: RequestBuilder) -> Result<(u16, String), ApiError> {
         let response = request.send().map_err(|e| self.transport(&e))?;
         let status = response.status();
         if status.is_redirection() {
@@ -323,13 +335,7 @@ impl Client {
             connect: false,
             timed_out: false,
         })?;
-        if !status.is_success() {
-            return Err(ApiError::Status {
-                status: status.as_u16(),
-                said: one_line(&body, 300),
-            });
-        }
-        Ok(body)
+        Ok((status.as_u16(), body))
     }
 
     fn transport(&self, e: &reqwest::Error) -> ApiError {
@@ -349,6 +355,20 @@ impl Client {
     ) -> Result<T, ApiError> {
         let body = self.execute(self.request(Method::GET, path, query)?)?;
         decode(&body)
+    }
+
+    /// `GET path`, answer read as JSON even with an error status (health
+    /// reports describe failures in the body).
+    pub fn get_json_any_status<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let (status, body) = self.exchange(self.request(Method::GET, path, &[])?)?;
+        match decode(&body) {
+            Ok(value) => Ok(value),
+            Err(_) if !(200..300).contains(&status) => Err(ApiError::Status {
+                status,
+                said: one_line(&body, 300),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// `POST path` with a JSON body, answer read as JSON.
@@ -467,5 +487,19 @@ mod tests {
             .describe("listing API keys")
             .to_string()
             .starts_with("error: listing API keys failed: could not connect to http://127.0.0.1:1/ (connection refused"));
+    }
+
+    #[test]
+    fn time_outs_say_which_limit_expired() {
+        let slow = ApiError::Transport {
+            url: "http://h/".into(),
+            reason: "operation timed out".into(),
+            connect: false,
+            timed_out: true,
+        };
+        assert_eq!(
+            slow.describe("listing API keys").to_string(),
+            "error: listing API keys timed out: got no complete answer from http://h/ within 60 s (operation timed out); check that the server is up and reachable, then try again"
+        );
     }
 }
