@@ -87,6 +87,7 @@ pub struct DeleteArgs {
     /// Id of the API key to delete.
     #[arg(long, value_name = "ID", allow_negative_numbers = true)]
     pub id: i32,
+    /// Server and credential.
     #[command(flatten)]
     pub server: ServerOptions,
 }
@@ -138,8 +139,10 @@ pub struct SystemArgs {
     /// Comma-separated APIs: full-control, or any of feeds, sca, sbom-upload.
     #[arg(long, value_name = "APIS", default_value = "full-control", value_parser = parse_system_apis)]
     pub apis: SystemApis,
+    /// Options every key type takes.
     #[command(flatten)]
     pub key: CommonKeyArgs,
+    /// Server and credential.
     #[command(flatten)]
     pub server: ServerOptions,
 }
@@ -162,8 +165,10 @@ pub struct FeedArgs {
         value_parser = parse_permissions
     )]
     pub permissions: Permissions,
+    /// Options every key type takes.
     #[command(flatten)]
     pub key: CommonKeyArgs,
+    /// Server and credential.
     #[command(flatten)]
     pub server: ServerOptions,
 }
@@ -174,8 +179,10 @@ pub struct PersonalArgs {
     /// User the key acts as (default: --username, or the source's user name).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
+    /// Options every key type takes.
     #[command(flatten)]
     pub key: CommonKeyArgs,
+    /// Server and credential.
     #[command(flatten)]
     pub server: ServerOptions,
 }
@@ -328,6 +335,7 @@ pub struct UsersCreateArgs {
     /// Comma-separated groups of the new user (Administrators makes an administrator).
     #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
     pub groups: Option<Vec<String>>,
+    /// Server and credential.
     #[command(flatten)]
     pub server: SourceOnlyOptions,
 }
@@ -338,6 +346,7 @@ pub struct UsersListArgs {
     /// Only users whose name or display name contains this text.
     #[arg(long, value_name = "TEXT")]
     pub search_term: Option<String>,
+    /// Server and credential.
     #[command(flatten)]
     pub server: ServerOptions,
 }
@@ -348,6 +357,7 @@ pub struct UsersDeleteArgs {
     /// Login name of the user to delete.
     #[arg(long, value_name = "NAME")]
     pub username: String,
+    /// Server and credential.
     #[command(flatten)]
     pub server: SourceOnlyOptions,
 }

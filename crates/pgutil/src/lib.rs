@@ -4,6 +4,8 @@
 //!
 //! Results go to stdout, everything else to stderr; see [`run`].
 
+#![warn(missing_docs)]
+
 pub mod apikeys;
 pub mod cli;
 pub mod client;
