@@ -2,7 +2,7 @@
 //! the documented order) and verified into a [`Principal`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -156,7 +156,6 @@ pub struct Authenticator {
     digester: Digester,
     pseudo_keys: bool,
     logins: RwLock<HashMap<KeyDigest, String>>,
-    dummy_hash: String,
 }
 
 impl Authenticator {
@@ -167,7 +166,6 @@ impl Authenticator {
             digester,
             pseudo_keys,
             logins: RwLock::new(HashMap::new()),
-            dummy_hash: hash_password("not a password").unwrap_or_default(),
         }
     }
 
@@ -201,7 +199,7 @@ impl Authenticator {
         let login = self.store.user_login(name).await?;
         let Some(login) = login else {
             // Spend the same time as a real check so that timing does not reveal which users exist.
-            let _ = verify_password(password.to_owned(), self.dummy_hash.clone()).await;
+            let _ = verify_password(password.to_owned(), None).await;
             return Err(AuthError::BadLogin);
         };
         let digest = self.digester.login(name, password);
@@ -213,7 +211,7 @@ impl Authenticator {
         if cached == Some(true) {
             return Ok(Principal::User(login.user));
         }
-        if !verify_password(password.to_owned(), login.password_hash.clone()).await {
+        if !verify_password(password.to_owned(), Some(login.password_hash.clone())).await {
             return Err(AuthError::BadLogin);
         }
         if let Ok(mut m) = self.logins.write() {
@@ -235,9 +233,14 @@ pub fn hash_password(password: &str) -> Result<String, anyhow::Error> {
         .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))
 }
 
-/// Verifies a password against a PHC string off the async threads.
-async fn verify_password(password: String, hash: String) -> bool {
+/// Verifies a password against a PHC string off the async threads; `None`
+/// verifies against a throw-away hash, to spend the same time.
+async fn verify_password(password: String, hash: Option<String>) -> bool {
+    static DUMMY_HASH: OnceLock<String> = OnceLock::new();
     tokio::task::spawn_blocking(move || {
+        let hash = hash.unwrap_or_else(|| {
+            DUMMY_HASH.get_or_init(|| hash_password("not a password").unwrap_or_default()).clone()
+        });
         PasswordHash::new(&hash)
             .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
             .unwrap_or(false)
