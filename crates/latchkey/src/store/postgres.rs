@@ -49,14 +49,15 @@ impl PostgresStore {
             .test_before_acquire(true)
             .connect_with(options)
             .await
-            .map_err(|e| anyhow::Error::new(e).context("cannot connect to the PostgreSQL database"))?;
-        let mut conn = pool.acquire().await?;
-        if let Err(e) = MIGRATOR.run(&mut *conn).await {
-            // A failed run may leave the migration lock held by this session.
-            conn.close_on_drop();
+            .map_err(|e| {
+                anyhow::Error::new(e).context("cannot connect to the PostgreSQL database")
+            })?;
+        if let Err(e) = MIGRATOR.run(&pool).await {
+            // A failed run may leave the migration lock held by its session;
+            // closing the pool ends the session and so releases the lock.
+            pool.close().await;
             return Err(migrate_error(e, newest_migration(&MIGRATOR)));
         }
-        drop(conn);
         Ok(PostgresStore { pool })
     }
 }

@@ -1,0 +1,651 @@
+//! The storage contract: every test runs against SQLite and PostgreSQL.
+//!
+//! `sqlite::<test>` uses a file in a temporary directory; `postgres::<test>`
+//! a fresh database on the server `LATCHKEY_TEST_POSTGRES_URL` names (skipped
+//! loudly when that is unset, failing when it is set but unreachable).
+
+mod common;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use latchkey::keys::{Digester, KeyDigest};
+use latchkey::store::{self, NewKey, Store, StoreError, UserChange, UserId};
+use proget_api::{ApiKeyType, Logging, PackagePermission, SystemApi};
+use time::OffsetDateTime;
+
+use common::TestDatabase;
+
+/// Declares each test once per back end: `sqlite::name` and `postgres::name`.
+/// `[sqlite: attr]` before a name puts `#[attr]` on the SQLite test only.
+macro_rules! store_tests {
+    ($($([sqlite: $sqlite_attr:meta])? $name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                $(#[$sqlite_attr])?
+                #[test]
+                fn $name() {
+                    super::on_sqlite(super::$name)
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    super::on_postgres(stringify!($name), super::$name)
+                }
+            )*
+        }
+    };
+}
+
+store_tests! {
+    first_key_gets_id_1000_and_ids_increase,
+    ids_of_deleted_keys_are_never_reused,
+    key_fields_round_trip,
+    digest_lookup_returns_the_key_with_its_owner,
+    duplicate_digest_is_duplicate_key,
+    delete_key_is_true_once_then_false,
+    sixteen_concurrent_deletes_of_one_id_succeed_exactly_once,
+    list_keys_all_or_by_owner_ordered_by_id,
+    user_lookup_is_case_insensitive_and_keeps_spelling,
+    user_names_are_unique_case_insensitively,
+    list_users_is_ordered_and_searches_case_insensitively,
+    update_user_keeps_unset_fields,
+    delete_user_removes_their_keys_and_only_theirs,
+    create_first_user_creates_only_once,
+    create_first_user_on_several_nodes_at_once_creates_exactly_one,
+    has_users_is_false_only_on_an_empty_database,
+    committed_data_survives_reopening,
+    // sqlx's SQLite migrator takes no lock: the second of two processes
+    // starting on a new file fails with "table users already exists".
+    [sqlite: ignore = "known issue: concurrent first start on one SQLite file"]
+    several_nodes_can_migrate_one_database_at_once,
+}
+
+/// One test's database: an open store and how to open more on the same data.
+struct Ctx {
+    store: Arc<dyn Store>,
+    url: String,
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    /// Databases made during the test; the runner drops them outside the runtime.
+    Postgres(Arc<Mutex<Vec<TestDatabase>>>),
+}
+
+impl Ctx {
+    /// Another store on the same database, as a second node (or a restart) would open.
+    async fn open_again(&self) -> Arc<dyn Store> {
+        store::open(&self.url).await.expect("reopen the store")
+    }
+
+    /// The URL of another, empty database of the same back end.
+    async fn empty_database_url(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite(dir) => format!("sqlite://{}/other.db", dir.path().display()),
+            Backend::Postgres(databases) => {
+                let db = tokio::task::spawn_blocking(TestDatabase::create)
+                    .await
+                    .expect("create a test database");
+                let url = db.url.clone();
+                databases.lock().unwrap().push(db);
+                url
+            }
+        }
+    }
+}
+
+/// Runs an async test body on a multi-threaded runtime (concurrency tests need real threads).
+fn block_on<F: Future>(test: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(test)
+}
+
+fn on_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    block_on(async {
+        let store = store::open(&url).await.expect("open SQLite store");
+        test(Ctx {
+            store,
+            url,
+            backend: Backend::Sqlite(dir),
+        })
+        .await
+    })
+}
+
+fn on_postgres<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if common::postgres_url(name).is_none() {
+        return;
+    }
+    // Created and dropped outside the runtime: TestDatabase runs its own.
+    let databases = Arc::new(Mutex::new(vec![TestDatabase::create()]));
+    let url = databases.lock().unwrap()[0].url.clone();
+    block_on(async {
+        let store = store::open(&url).await.expect("open PostgreSQL store");
+        let ctx = Ctx {
+            store: store.clone(),
+            url,
+            backend: Backend::Postgres(databases.clone()),
+        };
+        test(ctx).await;
+        store.close().await;
+    });
+    drop(databases);
+}
+
+// ---- helpers ------------------------------------------------------------
+
+fn digest(text: &str) -> KeyDigest {
+    Digester::new(b"store test secret").key(text)
+}
+
+fn system_key(text: &str) -> NewKey {
+    NewKey {
+        digest: digest(text),
+        key_type: ApiKeyType::System,
+        display_name: None,
+        description: None,
+        system_apis: vec![SystemApi::FullControl],
+        package_permissions: vec![],
+        feed: None,
+        feed_group: None,
+        expiration: None,
+        logging: Logging::None,
+        user_id: None,
+    }
+}
+
+fn personal_key(text: &str, owner: UserId) -> NewKey {
+    NewKey {
+        key_type: ApiKeyType::Personal,
+        system_apis: vec![],
+        user_id: Some(owner),
+        ..system_key(text)
+    }
+}
+
+fn new_user(name: &str) -> UserChange {
+    UserChange {
+        name: name.to_owned(),
+        display_name: Some(format!("{name} Display")),
+        email: Some(format!("{}@example.org", name.to_lowercase())),
+        groups: Some(vec!["Developers".to_owned()]),
+        password_hash: Some(format!("$argon2id$fake${name}")),
+    }
+}
+
+// ---- keys ---------------------------------------------------------------
+
+async fn first_key_gets_id_1000_and_ids_increase(ctx: Ctx) {
+    let first = ctx.store.create_key(system_key("a")).await.unwrap();
+    assert_eq!(first.id, 1000);
+    let mut last = first.id;
+    for i in 0..5 {
+        let key = ctx
+            .store
+            .create_key(system_key(&format!("k{i}")))
+            .await
+            .unwrap();
+        assert!(key.id > last, "{} after {last}", key.id);
+        last = key.id;
+    }
+}
+
+async fn ids_of_deleted_keys_are_never_reused(ctx: Ctx) {
+    let mut seen = HashSet::new();
+    for round in 0..3 {
+        let key = ctx
+            .store
+            .create_key(system_key(&format!("r{round}")))
+            .await
+            .unwrap();
+        assert!(seen.insert(key.id), "id {} handed out twice", key.id);
+        // Deleting the newest key is what tempts a max(id)+1 scheme to reuse it.
+        assert!(ctx.store.delete_key(key.id).await.unwrap());
+    }
+    let after_reopen = ctx.open_again().await;
+    let key = after_reopen.create_key(system_key("after")).await.unwrap();
+    assert!(seen.iter().all(|&old| key.id > old), "{} reused", key.id);
+}
+
+async fn key_fields_round_trip(ctx: Ctx) {
+    let expiration = OffsetDateTime::from_unix_timestamp(4_102_444_800).unwrap();
+    let feed_key = NewKey {
+        key_type: ApiKeyType::Feed,
+        display_name: Some("CI upload".into()),
+        description: Some("used by the build".into()),
+        system_apis: vec![],
+        package_permissions: vec![PackagePermission::View, PackagePermission::Add],
+        feed: Some("internal-npm".into()),
+        expiration: Some(expiration),
+        logging: Logging::Both,
+        ..system_key("feed")
+    };
+    let created = ctx.store.create_key(feed_key).await.unwrap();
+    assert_eq!(created.key_type, ApiKeyType::Feed);
+    assert_eq!(created.display_name.as_deref(), Some("CI upload"));
+    assert_eq!(created.description.as_deref(), Some("used by the build"));
+    assert!(created.system_apis.is_empty());
+    assert_eq!(
+        created.package_permissions,
+        [PackagePermission::View, PackagePermission::Add]
+    );
+    assert_eq!(created.feed.as_deref(), Some("internal-npm"));
+    assert_eq!(created.feed_group, None);
+    assert_eq!(created.expiration, Some(expiration));
+    assert_eq!(created.logging, Logging::Both);
+    assert_eq!(created.user, None);
+    assert_eq!(
+        ctx.store.key_by_id(created.id).await.unwrap(),
+        Some(created.clone())
+    );
+
+    let system = ctx
+        .store
+        .create_key(NewKey {
+            system_apis: vec![SystemApi::Feeds, SystemApi::SbomUpload],
+            feed_group: Some("group".into()),
+            ..system_key("sys")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        system.system_apis,
+        [SystemApi::Feeds, SystemApi::SbomUpload]
+    );
+    assert_eq!(system.feed_group.as_deref(), Some("group"));
+    assert_eq!(ctx.store.key_by_id(4242).await.unwrap(), None);
+}
+
+async fn digest_lookup_returns_the_key_with_its_owner(ctx: Ctx) {
+    let alice = ctx.store.create_user(new_user("Alice")).await.unwrap();
+    let personal = ctx
+        .store
+        .create_key(personal_key("alice's", alice.id))
+        .await
+        .unwrap();
+    let system = ctx.store.create_key(system_key("system")).await.unwrap();
+
+    let found = ctx
+        .store
+        .key_by_digest(&digest("alice's"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, personal.id);
+    assert_eq!(found.user, Some(alice));
+    let found = ctx
+        .store
+        .key_by_digest(&digest("system"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, system.id);
+    assert_eq!(found.user, None);
+    assert_eq!(
+        ctx.store.key_by_digest(&digest("unknown")).await.unwrap(),
+        None
+    );
+}
+
+async fn duplicate_digest_is_duplicate_key(ctx: Ctx) {
+    let first = ctx.store.create_key(system_key("same")).await.unwrap();
+    let again = ctx.store.create_key(system_key("same")).await;
+    assert!(matches!(again, Err(StoreError::DuplicateKey)), "{again:?}");
+    assert_eq!(ctx.store.list_keys(None).await.unwrap(), [first]);
+}
+
+async fn delete_key_is_true_once_then_false(ctx: Ctx) {
+    let key = ctx.store.create_key(system_key("doomed")).await.unwrap();
+    let kept = ctx.store.create_key(system_key("kept")).await.unwrap();
+    assert!(ctx.store.delete_key(key.id).await.unwrap());
+    assert!(!ctx.store.delete_key(key.id).await.unwrap());
+    assert!(!ctx.store.delete_key(99_999).await.unwrap());
+    assert_eq!(ctx.store.key_by_id(key.id).await.unwrap(), None);
+    assert_eq!(
+        ctx.store.key_by_digest(&digest("doomed")).await.unwrap(),
+        None
+    );
+    assert_eq!(ctx.store.list_keys(None).await.unwrap(), [kept]);
+}
+
+async fn sixteen_concurrent_deletes_of_one_id_succeed_exactly_once(ctx: Ctx) {
+    for round in 0..5 {
+        let key = ctx
+            .store
+            .create_key(system_key(&format!("race{round}")))
+            .await
+            .unwrap();
+        let deletes: Vec<_> = (0..16)
+            .map(|_| {
+                let store = ctx.store.clone();
+                tokio::spawn(async move { store.delete_key(key.id).await })
+            })
+            .collect();
+        let mut successes = 0;
+        for delete in deletes {
+            if delete.await.unwrap().unwrap() {
+                successes += 1;
+            }
+        }
+        assert_eq!(successes, 1, "round {round}");
+    }
+}
+
+async fn list_keys_all_or_by_owner_ordered_by_id(ctx: Ctx) {
+    let alice = ctx.store.create_user(new_user("alice")).await.unwrap();
+    let bob = ctx.store.create_user(new_user("bob")).await.unwrap();
+    let a1 = ctx
+        .store
+        .create_key(personal_key("a1", alice.id))
+        .await
+        .unwrap();
+    let b1 = ctx
+        .store
+        .create_key(personal_key("b1", bob.id))
+        .await
+        .unwrap();
+    let s1 = ctx.store.create_key(system_key("s1")).await.unwrap();
+    let a2 = ctx
+        .store
+        .create_key(personal_key("a2", alice.id))
+        .await
+        .unwrap();
+    // A non-personal key that names a user is not one of their personal keys.
+    let odd = ctx
+        .store
+        .create_key(NewKey {
+            user_id: Some(alice.id),
+            ..system_key("odd")
+        })
+        .await
+        .unwrap();
+
+    let ids = |keys: Vec<store::StoredKey>| keys.into_iter().map(|k| k.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(ctx.store.list_keys(None).await.unwrap()),
+        [a1.id, b1.id, s1.id, a2.id, odd.id]
+    );
+    assert_eq!(
+        ids(ctx.store.list_keys(Some(alice.id)).await.unwrap()),
+        [a1.id, a2.id]
+    );
+    assert_eq!(
+        ids(ctx.store.list_keys(Some(bob.id)).await.unwrap()),
+        [b1.id]
+    );
+    assert_eq!(
+        ids(ctx.store.list_keys(Some(9_999)).await.unwrap()),
+        Vec::<i32>::new()
+    );
+    let listed = ctx.store.list_keys(Some(alice.id)).await.unwrap();
+    assert!(listed.iter().all(|k| k.user.as_ref() == Some(&alice)));
+}
+
+// ---- users --------------------------------------------------------------
+
+async fn user_lookup_is_case_insensitive_and_keeps_spelling(ctx: Ctx) {
+    let created = ctx.store.create_user(new_user("McAdmin")).await.unwrap();
+    assert_eq!(created.name, "McAdmin");
+    assert_eq!(created.display_name.as_deref(), Some("McAdmin Display"));
+    assert_eq!(created.email.as_deref(), Some("mcadmin@example.org"));
+    assert_eq!(created.groups, ["Developers"]);
+    for spelling in ["McAdmin", "mcadmin", "MCADMIN"] {
+        let login = ctx.store.user_login(spelling).await.unwrap().unwrap();
+        assert_eq!(login.user, created);
+        assert_eq!(login.password_hash, "$argon2id$fake$McAdmin");
+    }
+    assert!(ctx.store.user_login("McAdmin2").await.unwrap().is_none());
+}
+
+async fn user_names_are_unique_case_insensitively(ctx: Ctx) {
+    ctx.store.create_user(new_user("Carol")).await.unwrap();
+    for spelling in ["Carol", "carol", "CAROL"] {
+        let again = ctx.store.create_user(new_user(spelling)).await;
+        assert!(
+            matches!(again, Err(StoreError::DuplicateUser)),
+            "{spelling}: {again:?}"
+        );
+    }
+    assert_eq!(ctx.store.list_users(None).await.unwrap().len(), 1);
+}
+
+async fn list_users_is_ordered_and_searches_case_insensitively(ctx: Ctx) {
+    for name in ["carol", "Bob", "_svc", "alice"] {
+        ctx.store.create_user(new_user(name)).await.unwrap();
+    }
+    ctx.store
+        .create_user(UserChange {
+            display_name: Some("Dana From Accounting".into()),
+            email: None,
+            ..new_user("dz")
+        })
+        .await
+        .unwrap();
+    let names = |users: Vec<store::User>| users.into_iter().map(|u| u.name).collect::<Vec<_>>();
+    // Byte order of the lower-cased names, identical on both back ends.
+    assert_eq!(
+        names(ctx.store.list_users(None).await.unwrap()),
+        ["_svc", "alice", "Bob", "carol", "dz"]
+    );
+    assert_eq!(
+        names(ctx.store.list_users(Some("")).await.unwrap()).len(),
+        5
+    );
+    assert_eq!(
+        names(ctx.store.list_users(Some("BO")).await.unwrap()),
+        ["Bob"]
+    );
+    assert_eq!(
+        names(ctx.store.list_users(Some("accounting")).await.unwrap()),
+        ["dz"]
+    );
+    assert_eq!(
+        names(ctx.store.list_users(Some("@EXAMPLE")).await.unwrap()).len(),
+        4
+    );
+    assert!(ctx.store.list_users(Some("%")).await.unwrap().is_empty());
+    assert!(ctx
+        .store
+        .list_users(Some("nobody"))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn update_user_keeps_unset_fields(ctx: Ctx) {
+    let created = ctx.store.create_user(new_user("Erin")).await.unwrap();
+    let updated = ctx
+        .store
+        .update_user(UserChange {
+            name: "ERIN".into(),
+            email: Some("erin@new.example".into()),
+            ..UserChange::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.name, "Erin");
+    assert_eq!(updated.email.as_deref(), Some("erin@new.example"));
+    assert_eq!(updated.display_name, created.display_name);
+    assert_eq!(updated.groups, created.groups);
+    let login = ctx.store.user_login("erin").await.unwrap().unwrap();
+    assert_eq!(login.password_hash, "$argon2id$fake$Erin");
+    assert_eq!(login.user, updated);
+
+    let updated = ctx
+        .store
+        .update_user(UserChange {
+            name: "erin".into(),
+            groups: Some(vec!["Administrators".into()]),
+            password_hash: Some("$argon2id$new".into()),
+            ..UserChange::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(updated.is_admin());
+    assert_eq!(updated.email.as_deref(), Some("erin@new.example"));
+    let login = ctx.store.user_login("Erin").await.unwrap().unwrap();
+    assert_eq!(login.password_hash, "$argon2id$new");
+
+    let missing = ctx.store.update_user(new_user("nobody")).await.unwrap();
+    assert_eq!(missing, None);
+}
+
+async fn delete_user_removes_their_keys_and_only_theirs(ctx: Ctx) {
+    let frank = ctx.store.create_user(new_user("Frank")).await.unwrap();
+    let grace = ctx.store.create_user(new_user("Grace")).await.unwrap();
+    ctx.store
+        .create_key(personal_key("f1", frank.id))
+        .await
+        .unwrap();
+    ctx.store
+        .create_key(personal_key("f2", frank.id))
+        .await
+        .unwrap();
+    let g1 = ctx
+        .store
+        .create_key(personal_key("g1", grace.id))
+        .await
+        .unwrap();
+    let s1 = ctx.store.create_key(system_key("s1")).await.unwrap();
+
+    assert!(ctx.store.delete_user("FRANK").await.unwrap());
+    assert!(ctx.store.user_login("Frank").await.unwrap().is_none());
+    assert_eq!(ctx.store.key_by_digest(&digest("f1")).await.unwrap(), None);
+    assert_eq!(ctx.store.key_by_digest(&digest("f2")).await.unwrap(), None);
+    assert_eq!(ctx.store.list_keys(None).await.unwrap(), [g1, s1]);
+    assert!(!ctx.store.delete_user("Frank").await.unwrap());
+    assert!(!ctx.store.delete_user("never-existed").await.unwrap());
+    // The name is free again.
+    ctx.store.create_user(new_user("frank")).await.unwrap();
+}
+
+async fn create_first_user_creates_only_once(ctx: Ctx) {
+    assert!(ctx
+        .store
+        .create_first_user(new_user("Admin"))
+        .await
+        .unwrap());
+    assert!(!ctx
+        .store
+        .create_first_user(new_user("Admin"))
+        .await
+        .unwrap());
+    assert!(!ctx
+        .store
+        .create_first_user(new_user("Other"))
+        .await
+        .unwrap());
+    let users = ctx.store.list_users(None).await.unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].name, "Admin");
+    let login = ctx.store.user_login("admin").await.unwrap().unwrap();
+    assert_eq!(login.password_hash, "$argon2id$fake$Admin");
+}
+
+async fn create_first_user_on_several_nodes_at_once_creates_exactly_one(ctx: Ctx) {
+    let mut nodes = vec![ctx.store.clone()];
+    for _ in 0..3 {
+        nodes.push(ctx.open_again().await);
+    }
+    // Different names, so only the emptiness check (not the unique index) can stop a second one.
+    let attempts: Vec<_> = (0..16)
+        .map(|i| {
+            let node = nodes[i % nodes.len()].clone();
+            tokio::spawn(
+                async move { node.create_first_user(new_user(&format!("Admin{i}"))).await },
+            )
+        })
+        .collect();
+    let mut created = 0;
+    for attempt in attempts {
+        if attempt.await.unwrap().unwrap() {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ctx.store.list_users(None).await.unwrap().len(), 1);
+    for node in &nodes[1..] {
+        node.close().await;
+    }
+}
+
+async fn has_users_is_false_only_on_an_empty_database(ctx: Ctx) {
+    assert!(!ctx.store.has_users().await.unwrap());
+    ctx.store.create_user(new_user("Heidi")).await.unwrap();
+    assert!(ctx.store.has_users().await.unwrap());
+    ctx.store.delete_user("heidi").await.unwrap();
+    assert!(!ctx.store.has_users().await.unwrap());
+}
+
+// ---- durability and start-up --------------------------------------------
+
+async fn committed_data_survives_reopening(ctx: Ctx) {
+    let ivan = ctx.store.create_user(new_user("Ivan")).await.unwrap();
+    let kept = ctx
+        .store
+        .create_key(personal_key("kept", ivan.id))
+        .await
+        .unwrap();
+    let gone = ctx.store.create_key(system_key("gone")).await.unwrap();
+    assert!(ctx.store.delete_key(gone.id).await.unwrap());
+    ctx.store.close().await;
+
+    let reopened = ctx.open_again().await;
+    reopened.ping().await.unwrap();
+    assert_eq!(
+        reopened.list_keys(None).await.unwrap(),
+        std::slice::from_ref(&kept)
+    );
+    assert_eq!(
+        reopened.key_by_digest(&digest("kept")).await.unwrap(),
+        Some(kept)
+    );
+    assert_eq!(reopened.key_by_digest(&digest("gone")).await.unwrap(), None);
+    assert_eq!(
+        reopened.user_login("ivan").await.unwrap().unwrap().user,
+        ivan
+    );
+    reopened.close().await;
+}
+
+async fn several_nodes_can_migrate_one_database_at_once(ctx: Ctx) {
+    let url = ctx.empty_database_url().await;
+    let opens: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { store::open(&url).await })
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for open in opens {
+        nodes.push(open.await.unwrap().expect("concurrent start"));
+    }
+    let key = nodes[0].create_key(system_key("shared")).await.unwrap();
+    assert_eq!(key.id, 1000);
+    for node in &nodes {
+        assert_eq!(node.key_by_id(1000).await.unwrap(), Some(key.clone()));
+        node.close().await;
+    }
+}
