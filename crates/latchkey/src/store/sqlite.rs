@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Executor, Sqlite, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     encode_groups, is_unique_violation, join_values, migrate_error, name_key, unix_now, KeyId,
@@ -21,6 +22,46 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+    deletes: mpsc::Sender<DeleteRequest>,
+}
+
+/// A key id to delete and where to send the outcome.
+type DeleteRequest = (KeyId, oneshot::Sender<Result<bool, String>>);
+
+/// Most deletes committed in one transaction.
+const MAX_DELETE_BATCH: usize = 512;
+
+/// Group commit for deletes: the deletes that queue up while one transaction
+/// commits go into the next one, so that `synchronous=FULL` costs one fsync
+/// per batch instead of one per delete. Nobody is answered before the
+/// transaction holding their delete has committed.
+async fn delete_batcher(writer: SqlitePool, mut requests: mpsc::Receiver<DeleteRequest>) {
+    let mut batch = Vec::with_capacity(MAX_DELETE_BATCH);
+    while requests.recv_many(&mut batch, MAX_DELETE_BATCH).await > 0 {
+        let ids: Vec<KeyId> = batch.iter().map(|(id, _)| *id).collect();
+        let outcome = delete_all(&writer, &ids).await;
+        for (i, (_, reply)) in batch.drain(..).enumerate() {
+            let _ = reply.send(match &outcome {
+                Ok(deleted) => Ok(deleted[i]),
+                Err(e) => Err(format!("{e:#}")),
+            });
+        }
+    }
+}
+
+/// Deletes every id in one transaction; `deleted[i]` tells whether `ids[i]` removed a row.
+async fn delete_all(writer: &SqlitePool, ids: &[KeyId]) -> anyhow::Result<Vec<bool>> {
+    let mut tx = writer.begin().await?;
+    let mut deleted = Vec::with_capacity(ids.len());
+    for id in ids {
+        let done = sqlx::query("DELETE FROM api_keys WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        deleted.push(done.rows_affected() == 1);
+    }
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 impl SqliteStore {
@@ -49,7 +90,13 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(|e| anyhow::Error::new(e).context("cannot open the SQLite database"))?;
-        Ok(SqliteStore { writer, readers })
+        let (deletes, queue) = mpsc::channel(4 * MAX_DELETE_BATCH);
+        tokio::spawn(delete_batcher(writer.clone(), queue));
+        Ok(SqliteStore {
+            writer,
+            readers,
+            deletes,
+        })
     }
 }
 
@@ -147,11 +194,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_key(&self, id: KeyId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM api_keys WHERE id = ?")
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let (reply, outcome) = oneshot::channel();
+        let gone = || anyhow::anyhow!("the delete writer has stopped");
+        self.deletes.send((id, reply)).await.map_err(|_| gone())?;
+        let deleted = outcome.await.map_err(|_| gone())?;
+        deleted.map_err(|e| StoreError::Other(anyhow::anyhow!("delete failed: {e}")))
     }
 
     async fn user_login(&self, name: &str) -> Result<Option<UserLogin>, StoreError> {
