@@ -12,7 +12,15 @@ use anyhow::{bail, Context};
 use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;
 use rand::RngCore;
+use axum::extract::{ConnectInfo, Request};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::auth::{hash_password, Authenticator};
 use crate::config::ServeArgs;
@@ -53,31 +61,61 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on http://{addr}");
     tracing::info!(%addr, "latchkey {} ready", env!("CARGO_PKG_VERSION"));
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router(app))
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
-    tokio::pin!(server);
-    tokio::select! {
-        done = &mut server => {
-            done.context("the server task failed")?.context("the server failed")?;
-        }
-        () = shutdown_signal() => {
-            tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stop_tx.send(());
-            let grace = Duration::from_secs(args.shutdown_grace);
-            if tokio::time::timeout(grace, &mut server).await.is_err() {
-                tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
-            }
-        }
-    }
+    serve_http(listener, router(app), Duration::from_secs(args.shutdown_grace)).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Longest wait for a client to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest buffer for a request's head (request line and headers).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Accepts connections until SIGINT/SIGTERM, then lets in-flight requests
+/// finish for at most `grace`.
+///
+/// hyper is driven directly (rather than through `axum::serve`) to bound how
+/// long and how much a client may send before its request is complete, and
+/// to hand each request its peer address as `ConnectInfo`.
+async fn serve_http(listener: TcpListener, router: Router, grace: Duration) {
+    let graceful = GracefulShutdown::new();
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors or a connection reset before accept: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
+    }
 }
 
 async fn shutdown_signal() {
