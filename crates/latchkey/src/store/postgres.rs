@@ -38,9 +38,13 @@ impl PostgresStore {
     /// Several nodes may start at once: sqlx's migrator holds a
     /// session-level advisory lock while it checks and applies migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| anyhow::Error::new(e).context("invalid PostgreSQL URL"))?
-            .application_name("latchkey");
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|e| anyhow::Error::new(e).context("invalid PostgreSQL URL"))?;
+        // Named in pg_stat_activity; `?application_name=` in the URL wins,
+        // so that operators can tell the nodes apart.
+        if options.get_application_name().is_none() {
+            options = options.application_name("latchkey");
+        }
         // Connections killed by the server (restart, failover, admin) are
         // found by the ping before each acquire and replaced.
         let pool = PgPoolOptions::new()
