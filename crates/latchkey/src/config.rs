@@ -53,4 +53,10 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGINT/SIGTERM.
     #[arg(long, env = "LATCHKEY_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
+    /// Failed authentications from one address within 60 s that block it (0: no limit).
+    #[arg(long, env = "LATCHKEY_AUTH_FAILURE_LIMIT", default_value_t = crate::http::limiter::DEFAULT_FAILURE_LIMIT)]
+    pub auth_failure_limit: u32,
+    /// Seconds a blocked address gets 429; doubles on each repeat, up to 15 minutes (0: no limit).
+    #[arg(long, env = "LATCHKEY_AUTH_BLOCK_SECONDS", default_value_t = crate::http::limiter::DEFAULT_BLOCK_SECONDS)]
+    pub auth_block_seconds: u64,
 }

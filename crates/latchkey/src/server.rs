@@ -24,6 +24,7 @@ use tower::ServiceExt;
 
 use crate::auth::{hash_password, Authenticator};
 use crate::config::ServeArgs;
+use crate::http::limiter::LimiterConfig;
 use crate::http::{router, App};
 use crate::keys::{Digester, ADMINISTRATORS};
 use crate::store::{self, Store, UserChange};
@@ -53,6 +54,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         auth: Authenticator::new(store.clone(), Digester::new(&secret), args.pseudo_keys),
         digester: Digester::new(&secret),
         custom_keys: args.custom_keys,
+        limiter: LimiterConfig::build(args.auth_failure_limit, args.auth_block_seconds),
     });
     let listener = TcpListener::bind(&args.listen)
         .await

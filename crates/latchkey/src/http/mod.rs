@@ -3,13 +3,15 @@
 mod api_keys;
 mod error;
 mod health;
+pub mod limiter;
 mod users;
 
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +23,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{AppError, ErrorCause};
 
-use crate::auth::{extract_credential, Authenticator};
+use crate::auth::{extract_credential, AuthError, Authenticator};
 use crate::keys::{Digester, Principal};
 use crate::store::Store;
 
@@ -38,6 +40,8 @@ pub struct App {
     pub digester: Digester,
     /// Whether create accepts a caller-chosen `key`.
     pub custom_keys: bool,
+    /// Refuses addresses with too many failed authentications; `None` when disabled.
+    pub limiter: Option<limiter::Limiter>,
 }
 
 /// Shared state of the router.
@@ -140,14 +144,27 @@ impl FromRequest<AppState> for Caller {
 
     async fn from_request(req: Request, app: &AppState) -> Result<Self, Response> {
         let (parts, body) = req.into_parts();
+        // Requests without a peer address (in-process tests) are not limited.
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let limited = app.limiter.as_ref().zip(peer);
+        if let Some((limiter, ip)) = limited {
+            limiter.check(ip).map_err(too_many_failures)?;
+        }
         let body = read_body(body).await?;
         let query = parts.uri.query();
         let credential = extract_credential(&parts.headers, query, &body);
-        let principal = app
-            .auth
-            .authenticate(credential)
-            .await
-            .map_err(|e| AppError::from(e).into_response())?;
+        let principal = match app.auth.authenticate(credential).await {
+            Ok(principal) => principal,
+            Err(e) => {
+                // Only a refused credential counts; a store failure is not the caller's.
+                if let (Some((limiter, ip)), false) = (limited, matches!(e, AuthError::Store(_))) {
+                    if let Some(block) = limiter.record_failure(ip) {
+                        tracing::warn!(%ip, seconds = block.as_secs(), "blocking an address after repeated failed authentications");
+                    }
+                }
+                return Err(AppError::from(e).into_response());
+            }
+        };
         if let Some(note) = parts.extensions.get::<RequestNote>() {
             let label = match &principal {
                 Principal::Key(k) => format!("key {}", k.id),
@@ -157,6 +174,20 @@ impl FromRequest<AppState> for Caller {
         }
         Ok(Caller { principal, query: query.map(str::to_owned), body })
     }
+}
+
+/// `429` for a blocked address, with `Retry-After` in whole seconds.
+fn too_many_failures(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = error::text(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many failed authentications from this address; retry in {seconds} seconds"),
+    );
+    response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    response
+        .extensions_mut()
+        .insert(ErrorCause("address blocked after repeated failed authentications".into()));
+    response
 }
 
 async fn read_body(body: Body) -> Result<Bytes, Response> {
