@@ -23,7 +23,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// Connections per node; several nodes share the server's `max_connections`.
 const MAX_CONNECTIONS: u32 = 16;
 /// How long a request waits for a connection before it fails (with a 500).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Advisory lock that serialises first-user creation across nodes.
 const FIRST_USER_LOCK: i64 = 0x6c61_7463_686b_0001;
 
