@@ -50,6 +50,12 @@ pub struct ServeArgs {
     /// Accept a caller-chosen `key` text on create.
     #[arg(long, env = "LATCHKEY_CUSTOM_KEYS", default_value_t = true, action = ArgAction::Set)]
     pub custom_keys: bool,
+    /// Requests served at once; more are refused at once with 503.
+    #[arg(long, env = "LATCHKEY_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Seconds a client may take to send a request body (then 408).
+    #[arg(long, env = "LATCHKEY_BODY_TIMEOUT", default_value_t = 10)]
+    pub body_timeout: u64,
     /// Seconds to let in-flight requests finish after SIGINT/SIGTERM.
     #[arg(long, env = "LATCHKEY_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,

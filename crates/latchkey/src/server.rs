@@ -9,9 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use rand::distributions::{Alphanumeric, DistString};
-use rand::rngs::OsRng;
-use rand::RngCore;
 use axum::extract::{ConnectInfo, Request};
 use axum::Router;
 use hyper::body::Incoming;
@@ -19,13 +16,16 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use rand::distributions::{Alphanumeric, DistString};
+use rand::rngs::OsRng;
+use rand::RngCore;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::auth::{hash_password, Authenticator};
 use crate::config::ServeArgs;
 use crate::http::limiter::LimiterConfig;
-use crate::http::{router, App};
+use crate::http::{router, App, Limits};
 use crate::keys::{Digester, ADMINISTRATORS};
 use crate::store::{self, Store, UserChange};
 
@@ -46,7 +46,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| store::sqlite_url_for(data_dir));
-    let store = store::open(&url).await.context("cannot open the database")?;
+    let store = store::open(&url)
+        .await
+        .context("cannot open the database")?;
     create_first_admin(store.as_ref(), data_dir).await?;
 
     let app = Arc::new(App {
@@ -59,11 +61,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr().context("cannot read the listening address")?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
     println!("listening on http://{addr}");
     tracing::info!(%addr, "latchkey {} ready", env!("CARGO_PKG_VERSION"));
 
-    serve_http(listener, router(app), Duration::from_secs(args.shutdown_grace)).await;
+    let limits = Limits {
+        max_in_flight: args.max_in_flight.max(1),
+        body_timeout: Duration::from_secs(args.body_timeout),
+    };
+    serve_http(
+        listener,
+        router(app, limits),
+        Duration::from_secs(args.shutdown_grace),
+    )
+    .await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -98,10 +111,12 @@ async fn serve_http(listener: TcpListener, router: Router, grace: Duration) {
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = router.clone().map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            req
-        });
+        let service = router
+            .clone()
+            .map_request(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -115,7 +130,10 @@ async fn serve_http(listener: TcpListener, router: Router, grace: Duration) {
         });
     }
     tracing::info!("shutting down: finishing in-flight requests");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
     }
 }
@@ -151,7 +169,9 @@ fn installation_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
         write_private(&path, &hex::encode(bytes))?;
         tracing::info!(path = %path.display(), "generated the installation secret");
     }
-    let mode = fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    let mode = fs::metadata(&path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0);
     if mode & 0o077 != 0 {
         tracing::warn!(path = %path.display(), "the secret file is readable by others; run chmod 600 on it");
     }
@@ -159,7 +179,10 @@ fn installation_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
         .with_context(|| format!("cannot read the installation secret {}", path.display()))?;
     let secret = text.trim();
     if secret.len() < 32 {
-        bail!("the installation secret {} is shorter than 32 characters", path.display());
+        bail!(
+            "the installation secret {} is shorter than 32 characters",
+            path.display()
+        );
     }
     Ok(secret.as_bytes().to_vec())
 }
@@ -191,7 +214,9 @@ async fn create_first_admin(store: &dyn Store, data_dir: &Path) -> anyhow::Resul
             path = %password_file.display(),
             "created user Admin; its generated password is in this file: sign in, change it, then delete the file"
         ),
-        (true, false) => tracing::info!("created user Admin with the password from LATCHKEY_ADMIN_PASSWORD"),
+        (true, false) => {
+            tracing::info!("created user Admin with the password from LATCHKEY_ADMIN_PASSWORD")
+        }
         (false, true) => {
             let _ = fs::remove_file(&password_file);
         }

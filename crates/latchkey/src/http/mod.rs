@@ -8,10 +8,10 @@ mod users;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, FromRequest, Request};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +19,10 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use proget_api::paths;
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use error::{AppError, ErrorCause};
 
@@ -29,6 +32,15 @@ use crate::store::Store;
 
 /// Largest request body accepted; larger is `413`.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Limits that protect the server from slow or too many clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Requests served at once; more get 503.
+    pub max_in_flight: usize,
+    /// Longest pause while a request body arrives; then 408.
+    pub body_timeout: Duration,
+}
 
 /// What every handler shares.
 pub struct App {
@@ -47,8 +59,10 @@ pub struct App {
 /// Shared state of the router.
 pub type AppState = Arc<App>;
 
-/// Builds the router: every route of the API, then the cross-cutting layers.
-pub fn router(app: AppState) -> Router {
+/// Builds the router: every route of the API, then the cross-cutting layers
+/// (outermost first: request log, load shedding, body time-out, panic catcher).
+pub fn router(app: AppState, limits: Limits) -> Router {
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     Router::new()
         .route(paths::API_KEYS_CREATE, post(api_keys::create))
         .route(paths::API_KEYS_LIST, get(api_keys::list))
@@ -61,8 +75,32 @@ pub fn router(app: AppState) -> Router {
         .route(paths::HEALTH_JSON, get(health::health_json))
         .fallback(not_found)
         .with_state(app)
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn(log_request))
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn(log_request))
+                .layer(middleware::from_fn_with_state(in_flight, shed_load))
+                .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+                .layer(CatchPanicLayer::custom(panic_response)),
+        )
+}
+
+/// Refuses a request at once with 503 when `max_in_flight` are being served.
+/// The semaphore is shared by every route (a per-route limit would not bound the server).
+async fn shed_load(State(in_flight): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
+    match in_flight.try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => overloaded(),
+    }
+}
+
+fn overloaded() -> Response {
+    let mut r = error::text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is overloaded; retry shortly".into(),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    r
 }
 
 async fn not_found() -> AppError {
@@ -73,7 +111,10 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     // The panic message may hold request data: only the id leaves the server.
     let id = error::new_error_id();
     tracing::error!(error_id = %id, "handler panicked");
-    error::text(StatusCode::INTERNAL_SERVER_ERROR, error::internal_error_body(&id))
+    error::text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        error::internal_error_body(&id),
+    )
 }
 
 /// Who made a request, filled in by [`Caller`] for the request log.
@@ -96,10 +137,15 @@ async fn log_request(mut req: Request, next: Next) -> Response {
         let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
         let (mut parts, _) = response.into_parts();
         parts.headers.remove(header::CONTENT_LENGTH);
-        parts.headers.insert(header::CONTENT_TYPE, error::TEXT_PLAIN);
+        parts
+            .headers
+            .insert(header::CONTENT_TYPE, error::TEXT_PLAIN);
         response = Response::from_parts(parts, Body::from(reason));
     }
-    let cause = response.extensions().get::<ErrorCause>().map(|c| c.0.as_str());
+    let cause = response
+        .extensions()
+        .get::<ErrorCause>()
+        .map(|c| c.0.as_str());
     tracing::info!(
         %method,
         path,
@@ -145,7 +191,10 @@ impl FromRequest<AppState> for Caller {
     async fn from_request(req: Request, app: &AppState) -> Result<Self, Response> {
         let (parts, body) = req.into_parts();
         // Requests without a peer address (in-process tests) are not limited.
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
         let limited = app.limiter.as_ref().zip(peer);
         if let Some((limiter, ip)) = limited {
             limiter.check(ip).map_err(too_many_failures)?;
@@ -172,7 +221,11 @@ impl FromRequest<AppState> for Caller {
             };
             let _ = note.0.set(label);
         }
-        Ok(Caller { principal, query: query.map(str::to_owned), body })
+        Ok(Caller {
+            principal,
+            query: query.map(str::to_owned),
+            body,
+        })
     }
 }
 
@@ -183,28 +236,59 @@ fn too_many_failures(wait: std::time::Duration) -> Response {
         StatusCode::TOO_MANY_REQUESTS,
         format!("too many failed authentications from this address; retry in {seconds} seconds"),
     );
-    response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
     response
-        .extensions_mut()
-        .insert(ErrorCause("address blocked after repeated failed authentications".into()));
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    response.extensions_mut().insert(ErrorCause(
+        "address blocked after repeated failed authentications".into(),
+    ));
     response
 }
 
 async fn read_body(body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
-        let too_large = e.into_inner().is::<http_body_util::LengthLimitError>();
-        if too_large {
-            error::text(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_BODY_BYTES} bytes"))
-        } else {
-            error::text(StatusCode::BAD_REQUEST, "cannot read the request body".into())
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            if caused_by::<http_body_util::LengthLimitError>(&e) {
+                error::text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            } else if caused_by::<tower_http::timeout::TimeoutError>(&e) {
+                error::text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time".into(),
+                )
+            } else {
+                error::text(
+                    StatusCode::BAD_REQUEST,
+                    "cannot read the request body".into(),
+                )
+            }
+        })
+}
+
+/// Whether an error or any error in its source chain is a `T`
+/// (body errors arrive wrapped in several layers of boxing).
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<T>() {
+            return true;
         }
-    })
+        cur = err.source();
+    }
+    false
 }
 
 /// A JSON `200` response.
 fn json_ok<T: serde::Serialize>(value: &T) -> Result<Response, AppError> {
     let body = serde_json::to_vec(value).map_err(anyhow::Error::from)?;
-    Ok(([(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response())
 }
 
 /// An empty `200` response.
