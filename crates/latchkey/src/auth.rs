@@ -57,25 +57,43 @@ struct JsonApiKey {
 /// header, the `key` query parameter, a `key` form field, an `API_Key` JSON
 /// property, Basic `api:KEY`, Basic `user:password`. The first present (and
 /// non-empty) wins; `user:password` through the first four is a pseudo-key.
-pub fn extract_credential(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Option<Credential> {
+pub fn extract_credential(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Option<Credential> {
     let as_key = |text: String| match text.split_once(':') {
-        Some((user, password)) => Credential::PseudoKey { user: user.to_owned(), password: password.to_owned() },
+        Some((user, password)) => Credential::PseudoKey {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        },
         None => Credential::Key(text),
     };
     let non_empty = |s: String| (!s.is_empty()).then_some(s);
 
     // A header that is not UTF-8 is still a (wrong) credential: it must not fall through.
-    let header_key = headers.get("x-apikey").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let header_key = headers
+        .get("x-apikey")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     if let Some(k) = header_key.and_then(non_empty) {
         return Some(as_key(k));
     }
-    if let Some(k) = query.and_then(|q| form_param(q.as_bytes(), "key")).and_then(non_empty) {
+    if let Some(k) = query
+        .and_then(|q| form_param(q.as_bytes(), "key"))
+        .and_then(non_empty)
+    {
         return Some(as_key(k));
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     if content_type == "application/x-www-form-urlencoded" {
         if let Some(k) = form_param(body, "key").and_then(non_empty) {
@@ -109,7 +127,9 @@ fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
     (!user.is_empty()).then(|| (user.to_owned(), password.to_owned()))
@@ -170,7 +190,10 @@ impl Authenticator {
     }
 
     /// Verifies a credential.
-    pub async fn authenticate(&self, credential: Option<Credential>) -> Result<Principal, AuthError> {
+    pub async fn authenticate(
+        &self,
+        credential: Option<Credential>,
+    ) -> Result<Principal, AuthError> {
         match credential.ok_or(AuthError::Missing)? {
             Credential::Key(key) => self.verify_key(&key).await,
             Credential::PseudoKey { .. } if !self.pseudo_keys => Err(AuthError::PseudoKeysDisabled),
@@ -189,7 +212,10 @@ impl Authenticator {
             .key_by_digest(&self.digester.key(key))
             .await?
             .ok_or(AuthError::UnknownKey)?;
-        if stored.expiration.is_some_and(|e| e <= OffsetDateTime::now_utc()) {
+        if stored
+            .expiration
+            .is_some_and(|e| e <= OffsetDateTime::now_utc())
+        {
             return Err(AuthError::Expired(stored.id));
         }
         Ok(Principal::Key(stored))
@@ -203,11 +229,10 @@ impl Authenticator {
             return Err(AuthError::BadLogin);
         };
         let digest = self.digester.login(name, password);
-        let cached = self
-            .logins
-            .read()
-            .ok()
-            .and_then(|m| m.get(&digest).map(|h| bool::from(h.as_bytes().ct_eq(login.password_hash.as_bytes()))));
+        let cached = self.logins.read().ok().and_then(|m| {
+            m.get(&digest)
+                .map(|h| bool::from(h.as_bytes().ct_eq(login.password_hash.as_bytes())))
+        });
         if cached == Some(true) {
             return Ok(Principal::User(login.user));
         }
@@ -239,10 +264,16 @@ async fn verify_password(password: String, hash: Option<String>) -> bool {
     static DUMMY_HASH: OnceLock<String> = OnceLock::new();
     tokio::task::spawn_blocking(move || {
         let hash = hash.unwrap_or_else(|| {
-            DUMMY_HASH.get_or_init(|| hash_password("not a password").unwrap_or_default()).clone()
+            DUMMY_HASH
+                .get_or_init(|| hash_password("not a password").unwrap_or_default())
+                .clone()
         });
         PasswordHash::new(&hash)
-            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
             .unwrap_or(false)
     })
     .await
@@ -267,7 +298,10 @@ mod tests {
     }
 
     fn basic(user_pass: &str) -> String {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(user_pass))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        )
     }
 
     const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
@@ -279,16 +313,34 @@ mod tests {
 
     #[test]
     fn each_channel_alone() {
-        assert_eq!(extract_credential(&headers(&[("X-ApiKey", "h")]), None, b""), key("h"));
-        assert_eq!(extract_credential(&headers(&[]), Some("id=1&key=q"), b""), key("q"));
-        assert_eq!(extract_credential(&headers(&[FORM]), None, b"key=f"), key("f"));
-        assert_eq!(extract_credential(&headers(&[JSON]), None, br#"{"API_Key":"j"}"#), key("j"));
+        assert_eq!(
+            extract_credential(&headers(&[("X-ApiKey", "h")]), None, b""),
+            key("h")
+        );
+        assert_eq!(
+            extract_credential(&headers(&[]), Some("id=1&key=q"), b""),
+            key("q")
+        );
+        assert_eq!(
+            extract_credential(&headers(&[FORM]), None, b"key=f"),
+            key("f")
+        );
+        assert_eq!(
+            extract_credential(&headers(&[JSON]), None, br#"{"API_Key":"j"}"#),
+            key("j")
+        );
         let auth = basic("api:b");
-        assert_eq!(extract_credential(&headers(&[("authorization", &auth)]), None, b""), key("b"));
+        assert_eq!(
+            extract_credential(&headers(&[("authorization", &auth)]), None, b""),
+            key("b")
+        );
         let auth = basic("Admin:pw:with:colons");
         assert_eq!(
             extract_credential(&headers(&[("authorization", &auth)]), None, b""),
-            Some(Credential::Login { user: "Admin".into(), password: "pw:with:colons".into() })
+            Some(Credential::Login {
+                user: "Admin".into(),
+                password: "pw:with:colons".into()
+            })
         );
         assert_eq!(extract_credential(&headers(&[]), None, b""), None);
     }
@@ -299,30 +351,51 @@ mod tests {
         let all = headers(&[("X-ApiKey", "h"), FORM, ("authorization", &auth)]);
         assert_eq!(extract_credential(&all, Some("key=q"), b"key=f"), key("h"));
         let no_header = headers(&[FORM, ("authorization", &auth)]);
-        assert_eq!(extract_credential(&no_header, Some("key=q"), b"key=f"), key("q"));
+        assert_eq!(
+            extract_credential(&no_header, Some("key=q"), b"key=f"),
+            key("q")
+        );
         assert_eq!(extract_credential(&no_header, None, b"key=f"), key("f"));
         let json = headers(&[JSON, ("authorization", &auth)]);
-        assert_eq!(extract_credential(&json, None, br#"{"API_Key":"j"}"#), key("j"));
+        assert_eq!(
+            extract_credential(&json, None, br#"{"API_Key":"j"}"#),
+            key("j")
+        );
         assert_eq!(extract_credential(&json, None, br#"{"other":1}"#), key("b"));
     }
 
     #[test]
     fn body_channels_need_their_content_type() {
         assert_eq!(extract_credential(&headers(&[JSON]), None, b"key=f"), None);
-        assert_eq!(extract_credential(&headers(&[FORM]), None, br#"{"API_Key":"j"}"#), None);
+        assert_eq!(
+            extract_credential(&headers(&[FORM]), None, br#"{"API_Key":"j"}"#),
+            None
+        );
         assert_eq!(extract_credential(&headers(&[]), None, b"key=f"), None);
     }
 
     #[test]
     fn user_password_through_a_key_channel_is_a_pseudo_key() {
-        let pseudo = Some(Credential::PseudoKey { user: "Admin".into(), password: "p:w".into() });
-        assert_eq!(extract_credential(&headers(&[("X-ApiKey", "Admin:p:w")]), None, b""), pseudo);
-        assert_eq!(extract_credential(&headers(&[]), Some("key=Admin%3Ap%3Aw"), b""), pseudo);
+        let pseudo = Some(Credential::PseudoKey {
+            user: "Admin".into(),
+            password: "p:w".into(),
+        });
+        assert_eq!(
+            extract_credential(&headers(&[("X-ApiKey", "Admin:p:w")]), None, b""),
+            pseudo
+        );
+        assert_eq!(
+            extract_credential(&headers(&[]), Some("key=Admin%3Ap%3Aw"), b""),
+            pseudo
+        );
     }
 
     #[test]
     fn debug_output_never_shows_secrets() {
-        let c = Credential::PseudoKey { user: "u".into(), password: "hunter2".into() };
+        let c = Credential::PseudoKey {
+            user: "u".into(),
+            password: "hunter2".into(),
+        };
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!format!("{:?}", Credential::Key("lk_secret".into())).contains("secret"));
     }

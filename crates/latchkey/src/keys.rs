@@ -238,7 +238,11 @@ pub fn validate_new_key(
         }
     };
     only_for(info.system_apis.is_some(), "systemApis", ApiKeyType::System)?;
-    only_for(info.package_permissions.is_some(), "packagePermissions", ApiKeyType::Feed)?;
+    only_for(
+        info.package_permissions.is_some(),
+        "packagePermissions",
+        ApiKeyType::Feed,
+    )?;
     only_for(info.feed.is_some(), "feed", ApiKeyType::Feed)?;
     only_for(info.feed_group.is_some(), "feedGroup", ApiKeyType::Feed)?;
     only_for(info.user.is_some(), "user", ApiKeyType::Personal)?;
@@ -310,7 +314,9 @@ fn validate_custom_key(key: String) -> Result<String, String> {
         return Err("key must be printable ASCII without spaces".into());
     }
     if has_generated_shape(&key) && !checksum_ok(&key) {
-        return Err(format!("key starts with the reserved prefix {KEY_PREFIX} but its checksum is wrong"));
+        return Err(format!(
+            "key starts with the reserved prefix {KEY_PREFIX} but its checksum is wrong"
+        ));
     }
     Ok(key)
 }
@@ -334,7 +340,9 @@ fn non_blank(value: Option<String>, prop: &str) -> Result<Option<String>, String
 
 fn limit(value: Option<String>, prop: &str, max: usize) -> Result<Option<String>, String> {
     match value {
-        Some(v) if v.chars().count() > max => Err(format!("{prop} is longer than {max} characters")),
+        Some(v) if v.chars().count() > max => {
+            Err(format!("{prop} is longer than {max} characters"))
+        }
         other => Ok(other),
     }
 }
@@ -388,7 +396,11 @@ mod tests {
             name: format!("user{id}"),
             display_name: None,
             email: None,
-            groups: if admin { vec!["administrators".into()] } else { vec![] },
+            groups: if admin {
+                vec!["administrators".into()]
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -413,7 +425,9 @@ mod tests {
         let k = generate_key();
         assert_eq!(k.len(), GENERATED_KEY_LEN);
         assert!(has_generated_shape(&k) && checksum_ok(&k));
-        assert!(k[KEY_PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(k[KEY_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric()));
         assert_ne!(generate_key(), k);
     }
 
@@ -480,7 +494,12 @@ mod tests {
 
     #[test]
     fn valid_keys_pass_and_logging_defaults_to_none() {
-        let v = validate_new_key(info(r#"{"type":"system","systemApis":["full-control"]}"#), true, NOW).unwrap();
+        let v = validate_new_key(
+            info(r#"{"type":"system","systemApis":["full-control"]}"#),
+            true,
+            NOW,
+        )
+        .unwrap();
         assert_eq!(v.logging, Logging::None);
         let v = validate_new_key(
             info(r#"{"type":"feed","packagePermissions":["view","view","add"],"feedGroup":"g"}"#),
@@ -488,8 +507,16 @@ mod tests {
             NOW,
         )
         .unwrap();
-        assert_eq!(v.package_permissions, vec![PackagePermission::View, PackagePermission::Add]);
-        assert!(validate_new_key(info(r#"{"type":"personal","user":"Admin","key":"my-key"}"#), true, NOW).is_ok());
+        assert_eq!(
+            v.package_permissions,
+            vec![PackagePermission::View, PackagePermission::Add]
+        );
+        assert!(validate_new_key(
+            info(r#"{"type":"personal","user":"Admin","key":"my-key"}"#),
+            true,
+            NOW
+        )
+        .is_ok());
     }
 
     #[test]
@@ -497,19 +524,40 @@ mod tests {
         let cases = [
             (r#"{}"#, "type"),
             (r#"{"type":"other"}"#, "type"),
-            (r#"{"type":"feed","systemApis":["feeds"],"feed":"f","packagePermissions":["view"]}"#, "systemApis"),
+            (
+                r#"{"type":"feed","systemApis":["feeds"],"feed":"f","packagePermissions":["view"]}"#,
+                "systemApis",
+            ),
             (r#"{"type":"system"}"#, "systemApis"),
             (r#"{"type":"system","systemApis":[]}"#, "systemApis"),
-            (r#"{"type":"system","systemApis":["full-control","sca"]}"#, "systemApis"),
-            (r#"{"type":"system","systemApis":["sca"],"packagePermissions":["view"]}"#, "packagePermissions"),
+            (
+                r#"{"type":"system","systemApis":["full-control","sca"]}"#,
+                "systemApis",
+            ),
+            (
+                r#"{"type":"system","systemApis":["sca"],"packagePermissions":["view"]}"#,
+                "packagePermissions",
+            ),
             (r#"{"type":"feed","feed":"f"}"#, "packagePermissions"),
             (r#"{"type":"feed","packagePermissions":["view"]}"#, "feed"),
-            (r#"{"type":"feed","packagePermissions":["view"],"feed":"f","feedGroup":"g"}"#, "feed"),
-            (r#"{"type":"system","systemApis":["sca"],"feedGroup":"g"}"#, "feedGroup"),
-            (r#"{"type":"system","systemApis":["sca"],"user":"u"}"#, "user"),
+            (
+                r#"{"type":"feed","packagePermissions":["view"],"feed":"f","feedGroup":"g"}"#,
+                "feed",
+            ),
+            (
+                r#"{"type":"system","systemApis":["sca"],"feedGroup":"g"}"#,
+                "feedGroup",
+            ),
+            (
+                r#"{"type":"system","systemApis":["sca"],"user":"u"}"#,
+                "user",
+            ),
             (r#"{"type":"personal"}"#, "user"),
             (r#"{"type":"personal","user":" "}"#, "user"),
-            (r#"{"type":"personal","user":"u","expiration":"2025-01-01"}"#, "expiration"),
+            (
+                r#"{"type":"personal","user":"u","expiration":"2025-01-01"}"#,
+                "expiration",
+            ),
             (r#"{"type":"personal","user":"u","key":"a:b"}"#, "key"),
             (r#"{"type":"personal","user":"u","key":""}"#, "key"),
             (r#"{"type":"personal","user":"u","key":"has space"}"#, "key"),
@@ -523,10 +571,15 @@ mod tests {
     #[test]
     fn custom_keys_can_be_forbidden_and_reserved_prefix_needs_checksum() {
         let custom = r#"{"type":"personal","user":"u","key":"my-key"}"#;
-        assert!(validate_new_key(info(custom), false, NOW).unwrap_err().contains("key"));
+        assert!(validate_new_key(info(custom), false, NOW)
+            .unwrap_err()
+            .contains("key"));
         let mut fake = generate_key();
         fake.replace_range(5..6, if &fake[5..6] == "x" { "y" } else { "x" });
-        let forged = ApiKeyInfo { key: Some(fake), ..info(r#"{"type":"personal","user":"u"}"#) };
+        let forged = ApiKeyInfo {
+            key: Some(fake),
+            ..info(r#"{"type":"personal","user":"u"}"#)
+        };
         assert!(validate_new_key(forged, true, NOW).is_err());
         let future = ApiKeyInfo {
             expiration: Some(Expiration(datetime!(2030-01-01 0:00 UTC))),
@@ -545,8 +598,22 @@ mod tests {
         assert_eq!(parse_id(None), Err(IdError::Missing));
         assert_eq!(parse_id(Some("id=")), Err(IdError::Missing));
         assert_eq!(parse_id(Some("id=1&id=2")), Err(IdError::Repeated));
-        for bad in ["1e3", "10.0", "%201000", "+1000", "abc", "-", "2147483648", "0x10", "1000%00"] {
-            assert_eq!(parse_id(Some(&format!("id={bad}"))), Err(IdError::NotAnInteger), "{bad}");
+        for bad in [
+            "1e3",
+            "10.0",
+            "%201000",
+            "+1000",
+            "abc",
+            "-",
+            "2147483648",
+            "0x10",
+            "1000%00",
+        ] {
+            assert_eq!(
+                parse_id(Some(&format!("id={bad}"))),
+                Err(IdError::NotAnInteger),
+                "{bad}"
+            );
         }
     }
 

@@ -69,7 +69,9 @@ impl Serialize for Expiration {
 impl<'de> Deserialize<'de> for Expiration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        parse_date(&s).map(Expiration).map_err(serde::de::Error::custom)
+        parse_date(&s)
+            .map(Expiration)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -91,13 +93,22 @@ mod tests {
 
     #[test]
     fn rejects_nonsense() {
-        for bad in ["", "tomorrow", "2024-13-01", "01/08/2024", "2024-08-01T25:00:00Z"] {
+        for bad in [
+            "",
+            "tomorrow",
+            "2024-13-01",
+            "01/08/2024",
+            "2024-08-01T25:00:00Z",
+        ] {
             assert!(parse_date(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn shows_the_date_part() {
-        assert_eq!(Expiration(datetime!(2027-08-01 13:00 UTC)).date_string(), "2027-08-01");
+        assert_eq!(
+            Expiration(datetime!(2027-08-01 13:00 UTC)).date_string(),
+            "2027-08-01"
+        );
     }
 }

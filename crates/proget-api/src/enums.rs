@@ -16,7 +16,11 @@ pub struct UnknownVariant {
 
 impl fmt::Display for UnknownVariant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown value \"{}\", expected one of: {}", self.value, self.expected)
+        write!(
+            f,
+            "unknown value \"{}\", expected one of: {}",
+            self.value, self.expected
+        )
     }
 }
 
@@ -135,7 +139,10 @@ mod tests {
     #[test]
     fn enums_read_any_case_and_write_camel_case() {
         assert_eq!("PERSONAL".parse::<ApiKeyType>(), Ok(ApiKeyType::Personal));
-        assert_eq!(serde_json::to_string(&SystemApi::SbomUpload).unwrap(), "\"sbom-upload\"");
+        assert_eq!(
+            serde_json::to_string(&SystemApi::SbomUpload).unwrap(),
+            "\"sbom-upload\""
+        );
         assert_eq!(Logging::Both.label(), "Both");
         assert!("sometimes".parse::<Logging>().is_err());
     }

@@ -12,7 +12,9 @@ use crate::store::{NewKey, StoreError, StoredKey};
 /// Handles the `POST /api/api-keys/create` route.
 pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     if key_access(&caller.principal) == KeyAccess::None {
-        return Err(AppError::not_authorized("caller has no API-key management access"));
+        return Err(AppError::not_authorized(
+            "caller has no API-key management access",
+        ));
     }
     let info: ApiKeyInfo = caller.json()?;
     let valid = keys::validate_new_key(info, app.custom_keys, OffsetDateTime::now_utc())
@@ -24,7 +26,9 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
         None => None,
         Some(name) => {
             let login = app.store.user_login(name).await?;
-            let login = login.ok_or_else(|| AppError::BadRequest(format!("user: there is no user named {name}")))?;
+            let login = login.ok_or_else(|| {
+                AppError::BadRequest(format!("user: there is no user named {name}"))
+            })?;
             Some(login.user.id)
         }
     };
@@ -45,12 +49,17 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
     let stored = match app.store.create_key(new).await {
         Ok(k) => k,
         Err(StoreError::DuplicateKey) => {
-            return Err(AppError::BadRequest("key: that key text is already in use; choose another".into()))
+            return Err(AppError::BadRequest(
+                "key: that key text is already in use; choose another".into(),
+            ))
         }
         Err(e) => return Err(e.into()),
     };
     tracing::info!(key_id = stored.id, key_type = %stored.key_type, "api key created");
-    json_ok(&ApiKeyInfo { key: Some(key_text), ..to_info(stored) })
+    json_ok(&ApiKeyInfo {
+        key: Some(key_text),
+        ..to_info(stored)
+    })
 }
 
 /// Handles the `GET /api/api-keys/list` route.
@@ -58,7 +67,11 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
     let keys = match key_access(&caller.principal) {
         KeyAccess::All => app.store.list_keys(None).await?,
         KeyAccess::OwnPersonal(user) => app.store.list_keys(Some(user)).await?,
-        KeyAccess::None => return Err(AppError::not_authorized("caller has no API-key management access")),
+        KeyAccess::None => {
+            return Err(AppError::not_authorized(
+                "caller has no API-key management access",
+            ))
+        }
     };
     let infos: Vec<ApiKeyInfo> = keys.into_iter().map(to_info).collect();
     json_ok(&infos)
@@ -74,11 +87,15 @@ pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Respo
     let not_found = || AppError::NotFound(format!("API key {id} was not found"));
     if caller.principal.key_id() != Some(id) {
         if key_access(&caller.principal) == KeyAccess::None {
-            return Err(AppError::not_authorized("caller has no API-key management access"));
+            return Err(AppError::not_authorized(
+                "caller has no API-key management access",
+            ));
         }
         let key = app.store.key_by_id(id).await?.ok_or_else(not_found)?;
         if !may_manage(&caller.principal, &key) {
-            return Err(AppError::not_authorized(format!("caller may not delete key {id}")));
+            return Err(AppError::not_authorized(format!(
+                "caller may not delete key {id}"
+            )));
         }
     }
     if !app.store.delete_key(id).await? {

@@ -42,7 +42,10 @@ pub const NOT_AUTHORIZED: &str = "the API key or user is not authorized for this
 impl AppError {
     /// `403` for a caller without the needed permission.
     pub fn not_authorized(cause: impl Into<String>) -> Self {
-        AppError::Forbidden { public: NOT_AUTHORIZED, cause: cause.into() }
+        AppError::Forbidden {
+            public: NOT_AUTHORIZED,
+            cause: cause.into(),
+        }
     }
 }
 
@@ -60,7 +63,10 @@ impl From<AuthError> for AppError {
                 public: "user:password pseudo-keys are disabled on this server",
                 cause: e.to_string(),
             },
-            other => AppError::Forbidden { public: INVALID_CREDENTIAL, cause: other.to_string() },
+            other => AppError::Forbidden {
+                public: INVALID_CREDENTIAL,
+                cause: other.to_string(),
+            },
         }
     }
 }
@@ -89,12 +95,18 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, body, cause) = match self {
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, m, None),
-            AppError::Forbidden { public, cause } => (StatusCode::FORBIDDEN, public.to_owned(), Some(cause)),
+            AppError::Forbidden { public, cause } => {
+                (StatusCode::FORBIDDEN, public.to_owned(), Some(cause))
+            }
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
             AppError::Internal(e) => {
                 let id = new_error_id();
                 tracing::error!(error_id = %id, error = ?e, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, internal_error_body(&id), Some(format!("error id {id}")))
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    internal_error_body(&id),
+                    Some(format!("error id {id}")),
+                )
             }
         };
         let mut response = text(status, body);

@@ -35,9 +35,18 @@ pub async fn health_json(State(app): State<AppState>) -> Response {
         service_status: status(true),
         service_status_detail: None,
     };
-    let code = if problem.is_none() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+    let code = if problem.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
     let body = serde_json::to_vec(&info).unwrap_or_default();
-    (code, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// `None` when the database answers; otherwise a reason safe to show anyone

@@ -27,7 +27,9 @@ pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response
     };
     match app.store.create_user(change).await {
         Ok(user) => json_ok(&to_info(user)),
-        Err(StoreError::DuplicateUser) => Err(AppError::BadRequest("name: a user with this name already exists".into())),
+        Err(StoreError::DuplicateUser) => Err(AppError::BadRequest(
+            "name: a user with this name already exists".into(),
+        )),
         Err(e) => Err(e.into()),
     }
 }
@@ -105,5 +107,10 @@ async fn hash(password: String) -> Result<String, AppError> {
 }
 
 fn to_info(u: User) -> UserInfo {
-    UserInfo { name: u.name, display_name: u.display_name, email: u.email, groups: u.groups }
+    UserInfo {
+        name: u.name,
+        display_name: u.display_name,
+        email: u.email,
+        groups: u.groups,
+    }
 }

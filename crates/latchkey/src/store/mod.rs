@@ -220,7 +220,11 @@ pub(crate) fn name_key(name: &str) -> String {
 
 /// Encodes a list of wire enum values as stored: comma-separated.
 pub(crate) fn join_values<T: Copy>(values: &[T], as_str: fn(T) -> &'static str) -> String {
-    values.iter().map(|v| as_str(*v)).collect::<Vec<_>>().join(",")
+    values
+        .iter()
+        .map(|v| as_str(*v))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Decodes a comma-separated list of wire enum values.
@@ -287,7 +291,8 @@ impl TryFrom<KeyRow> for StoredKey {
     type Error = StoreError;
 
     fn try_from(r: KeyRow) -> Result<Self, StoreError> {
-        let corrupt = |what: &str| StoreError::Other(anyhow::anyhow!("corrupt key row {}: {what}", r.id));
+        let corrupt =
+            |what: &str| StoreError::Other(anyhow::anyhow!("corrupt key row {}: {what}", r.id));
         let user = match (r.user_id, r.user_name) {
             (Some(id), Some(name)) => Some(User {
                 id,

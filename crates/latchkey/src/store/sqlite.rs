@@ -279,10 +279,12 @@ impl Store for SqliteStore {
     async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await?;
         let key = name_key(name);
-        sqlx::query("DELETE FROM api_keys WHERE user_id IN (SELECT id FROM users WHERE name_key = ?)")
-            .bind(&key)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM api_keys WHERE user_id IN (SELECT id FROM users WHERE name_key = ?)",
+        )
+        .bind(&key)
+        .execute(&mut *tx)
+        .await?;
         let done = sqlx::query("DELETE FROM users WHERE name_key = ?")
             .bind(&key)
             .execute(&mut *tx)
