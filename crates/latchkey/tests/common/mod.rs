@@ -91,7 +91,10 @@ impl Drop for TestDatabase {
 /// Runs one SQL statement on a PostgreSQL URL (panics on failure: tests must not skip silently).
 pub fn pg_execute(url: &str, sql: &str) {
     use sqlx::{Connection, Executor};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut conn = sqlx::PgConnection::connect(url)
             .await
@@ -104,7 +107,12 @@ pub fn pg_execute(url: &str, sql: &str) {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     h.write_u32(std::process::id());
     h.finish()
 }
@@ -118,6 +126,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// `--database-url` (default: SQLite in the data directory).
     pub database_url: Option<String>,
+    /// Environment variables to remove, e.g. `LATCHKEY_ADMIN_PASSWORD` to test the generated default.
+    pub unset_env: Vec<String>,
 }
 
 /// A running `latchkey serve`, killed on drop.
@@ -164,7 +174,9 @@ impl TestServer {
             options,
             _database: database,
         };
-        server.spawn().unwrap_or_else(|e| panic!("server did not start: {e}\n{}", server.log()));
+        server
+            .spawn()
+            .unwrap_or_else(|e| panic!("server did not start: {e}\n{}", server.log()));
         server
     }
 
@@ -180,7 +192,8 @@ impl TestServer {
             options: self.options.clone(),
             _database: self._database.clone(),
         };
-        node.spawn().unwrap_or_else(|e| panic!("node did not start: {e}\n{}", node.log()));
+        node.spawn()
+            .unwrap_or_else(|e| panic!("node did not start: {e}\n{}", node.log()));
         node
     }
 
@@ -208,6 +221,9 @@ impl TestServer {
         }
         for (k, v) in &self.options.env {
             cmd.env(k, v);
+        }
+        for k in &self.options.unset_env {
+            cmd.env_remove(k);
         }
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let stdout = child.stdout.take().unwrap();
@@ -272,22 +288,50 @@ impl TestServer {
     /// Starts the process again on the same data directory and database.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn().unwrap_or_else(|e| panic!("server did not restart: {e}\n{}", self.log()));
+        self.spawn()
+            .unwrap_or_else(|e| panic!("server did not restart: {e}\n{}", self.log()));
+    }
+
+    /// The options of the next (re)start, e.g. to change the environment before [`restart`](Self::restart).
+    pub fn options_mut(&mut self) -> &mut Options {
+        &mut self.options
+    }
+
+    /// Restarts on the same data directory and database, expecting start-up to
+    /// fail: returns the exit status and what the new process wrote to stderr.
+    pub fn restart_expecting_failure(&mut self) -> (ExitStatus, String) {
+        self.kill();
+        let before = self.log().len();
+        if self.spawn().is_ok() {
+            panic!("the server started but should have refused:\n{}", self.log());
+        }
+        let mut child = self.child.take().expect("spawned");
+        let status = wait_with_timeout(&mut child, Duration::from_secs(30));
+        (status, self.log()[before..].to_owned())
     }
 
     /// Creates a key as the admin; returns `(id, key text)`.
     pub fn create_key(&self, info: Value) -> (i32, String) {
-        let r = post_json(&self.url("/api/api-keys/create"), &info).header("X-ApiKey", self.admin()).send().unwrap();
+        let r = post_json(&self.url("/api/api-keys/create"), &info)
+            .header("X-ApiKey", self.admin())
+            .send()
+            .unwrap();
         let status = r.status();
         let body: Value = r.json().unwrap_or(Value::Null);
         assert_eq!(status, 200, "create failed: {body}");
-        (body["id"].as_i64().unwrap() as i32, body["key"].as_str().unwrap().to_owned())
+        (
+            body["id"].as_i64().unwrap() as i32,
+            body["key"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// Adds a user as the admin.
     pub fn add_user(&self, name: &str, password: &str, groups: &[&str]) {
         let body = serde_json::json!({"name": name, "password": password, "groups": groups});
-        let r = post_json(&self.url("/api/security/users/add"), &body).header("X-ApiKey", self.admin()).send().unwrap();
+        let r = post_json(&self.url("/api/security/users/add"), &body)
+            .header("X-ApiKey", self.admin())
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 200, "add user failed: {}", r.text().unwrap_or_default());
     }
 
@@ -300,9 +344,21 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Creates a key with the given key or pseudo-key; returns the response.
+    pub fn create_key_as(&self, credential: &str, info: &Value) -> Response {
+        post_json(&self.url("/api/api-keys/create"), info)
+            .header("X-ApiKey", credential)
+            .send()
+            .unwrap()
+    }
+
     /// Lists keys with the given key or pseudo-key.
     pub fn list_keys(&self, credential: &str) -> Response {
-        client().get(self.url("/api/api-keys/list")).header("X-ApiKey", credential).send().unwrap()
+        client()
+            .get(self.url("/api/api-keys/list"))
+            .header("X-ApiKey", credential)
+            .send()
+            .unwrap()
     }
 }
 
@@ -312,15 +368,40 @@ impl Drop for TestServer {
     }
 }
 
+/// Waits for a process to exit; kills it and panics after `limit`.
+pub fn wait_with_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A shared HTTP client that never uses a proxy.
 pub fn client() -> &'static Client {
     static CLIENT: std::sync::OnceLock<Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap())
+    CLIENT.get_or_init(|| {
+        Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    })
 }
 
 /// A JSON POST request.
 pub fn post_json(url: &str, body: &Value) -> RequestBuilder {
-    client().post(url).header("content-type", "application/json").body(body.to_string())
+    client()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
 }
 
 /// A system key with full control.

@@ -3,5 +3,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod auth;
 mod delete;
+mod keys;
 mod limiter;
+mod users;
