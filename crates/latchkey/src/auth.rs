@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use crate::keys::{checksum_ok, has_generated_shape, Digester, KeyDigest, Principal};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoredKey};
 
 /// A credential as the caller presented it (never logged).
 #[derive(Clone, PartialEq, Eq)]
@@ -174,16 +174,25 @@ const LOGIN_CACHE_MAX: usize = 10_000;
 pub struct Authenticator {
     store: Arc<dyn Store>,
     digester: Digester,
+    previous: Option<Digester>,
     pseudo_keys: bool,
     logins: RwLock<HashMap<KeyDigest, String>>,
 }
 
 impl Authenticator {
-    /// An authenticator over a store, with pseudo-keys on or off.
-    pub fn new(store: Arc<dyn Store>, digester: Digester, pseudo_keys: bool) -> Self {
+    /// An authenticator over a store: digests under the current secret, also
+    /// accepting digests under a previous one (re-keyed on first use), with
+    /// pseudo-keys on or off.
+    pub fn new(
+        store: Arc<dyn Store>,
+        digester: Digester,
+        previous: Option<Digester>,
+        pseudo_keys: bool,
+    ) -> Self {
         Authenticator {
             store,
             digester,
+            previous,
             pseudo_keys,
             logins: RwLock::new(HashMap::new()),
         }
@@ -207,11 +216,14 @@ impl Authenticator {
         if has_generated_shape(key) && !checksum_ok(key) {
             return Err(AuthError::BadChecksum);
         }
-        let stored = self
-            .store
-            .key_by_digest(&self.digester.key(key))
-            .await?
-            .ok_or(AuthError::UnknownKey)?;
+        let digest = self.digester.key(key);
+        let stored = match self.store.key_by_digest(&digest).await? {
+            Some(k) => k,
+            None => self
+                .rekey(key, &digest)
+                .await?
+                .ok_or(AuthError::UnknownKey)?,
+        };
         if stored
             .expiration
             .is_some_and(|e| e <= OffsetDateTime::now_utc())
@@ -219,6 +231,23 @@ impl Authenticator {
             return Err(AuthError::Expired(stored.id));
         }
         Ok(Principal::Key(stored))
+    }
+
+    /// Looks a key up under the previous secret; when found, stores its digest
+    /// under the current one, so that the previous secret can be retired.
+    async fn rekey(&self, key: &str, digest: &KeyDigest) -> Result<Option<StoredKey>, AuthError> {
+        let Some(previous) = &self.previous else {
+            return Ok(None);
+        };
+        let found = self.store.key_by_digest(&previous.key(key)).await?;
+        if let Some(k) = &found {
+            self.store.replace_digest(k.id, digest).await?;
+            tracing::info!(
+                key_id = k.id,
+                "key re-keyed under the current installation secret"
+            );
+        }
+        Ok(found)
     }
 
     async fn verify_login(&self, name: &str, password: &str) -> Result<Principal, AuthError> {

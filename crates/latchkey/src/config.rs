@@ -30,6 +30,13 @@ Examples:
   latchkey serve --listen 0.0.0.0:8624 --data-dir /var/lib/latchkey
   latchkey serve --database-url postgres://latchkey@db.internal/latchkey")]
     Serve(ServeArgs),
+    /// Replaces <data-dir>/secret with a new one, keeping the old as
+    /// secret.previous; keys are re-keyed on first use. Restart the server afterwards.
+    RotateSecret {
+        /// The server's data directory.
+        #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = "./latchkey-data")]
+        data_dir: PathBuf,
+    },
 }
 
 /// Settings of `latchkey serve`.

@@ -8,5 +8,6 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod secrets;
 pub mod server;
 pub mod store;

@@ -28,6 +28,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(latchkey::server::serve(args)),
+        Command::RotateSecret { data_dir } => latchkey::secrets::rotate(&data_dir).map(|()| {
+            println!("rotated the installation secret; restart latchkey to use it");
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,14 +1,13 @@
 //! Start-up and shutdown: data directory, installation secret, store,
 //! first administrator, listener, graceful stop.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use axum::extract::{ConnectInfo, Request};
 use axum::Router;
 use hyper::body::Incoming;
@@ -18,7 +17,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;
-use rand::RngCore;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -27,9 +25,9 @@ use crate::config::ServeArgs;
 use crate::http::limiter::LimiterConfig;
 use crate::http::{router, App, Limits};
 use crate::keys::{Digester, ADMINISTRATORS};
+use crate::secrets::{write_private, Secrets};
 use crate::store::{self, Store, UserChange};
 
-const SECRET_FILE: &str = "secret";
 const ADMIN_PASSWORD_FILE: &str = "initial-admin-password";
 
 /// Runs `latchkey serve` until SIGINT or SIGTERM.
@@ -41,7 +39,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .mode(0o700)
         .create(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let secret = installation_secret(data_dir)?;
+    let secrets = Secrets::load(data_dir)?;
     let url = args
         .database_url
         .clone()
@@ -53,8 +51,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let app = Arc::new(App {
         store: store.clone(),
-        auth: Authenticator::new(store.clone(), Digester::new(&secret), args.pseudo_keys),
-        digester: Digester::new(&secret),
+        auth: Authenticator::new(
+            store.clone(),
+            Digester::new(&secrets.current),
+            secrets.previous.as_deref().map(Digester::new),
+            args.pseudo_keys,
+        ),
+        digester: Digester::new(&secrets.current),
         custom_keys: args.custom_keys,
         limiter: LimiterConfig::build(args.auth_failure_limit, args.auth_block_seconds),
     });
@@ -153,40 +156,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// The secret keying the digests: `LATCHKEY_SECRET`, else `<data-dir>/secret`,
-/// generated on first start with mode 0600.
-fn installation_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
-    if let Ok(secret) = std::env::var("LATCHKEY_SECRET") {
-        if secret.len() < 32 {
-            bail!("LATCHKEY_SECRET must be at least 32 characters (e.g. `openssl rand -hex 32`)");
-        }
-        return Ok(secret.into_bytes());
-    }
-    let path = data_dir.join(SECRET_FILE);
-    if !path.exists() {
-        let mut bytes = [0u8; 32];
-        OsRng.fill_bytes(&mut bytes);
-        write_private(&path, &hex::encode(bytes))?;
-        tracing::info!(path = %path.display(), "generated the installation secret");
-    }
-    let mode = fs::metadata(&path)
-        .map(|m| m.permissions().mode() & 0o777)
-        .unwrap_or(0);
-    if mode & 0o077 != 0 {
-        tracing::warn!(path = %path.display(), "the secret file is readable by others; run chmod 600 on it");
-    }
-    let text = fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the installation secret {}", path.display()))?;
-    let secret = text.trim();
-    if secret.len() < 32 {
-        bail!(
-            "the installation secret {} is shorter than 32 characters",
-            path.display()
-        );
-    }
-    Ok(secret.as_bytes().to_vec())
-}
-
 /// On an empty database, creates `Admin` in `Administrators`.
 async fn create_first_admin(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()> {
     if store.has_users().await? {
@@ -222,22 +191,5 @@ async fn create_first_admin(store: &dyn Store, data_dir: &Path) -> anyhow::Resul
         }
         (false, false) => {}
     }
-    Ok(())
-}
-
-/// Writes a file only its owner can read, durably (replacing any old one).
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.set_permissions(fs::Permissions::from_mode(0o600))?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

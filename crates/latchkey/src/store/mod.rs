@@ -170,6 +170,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keys(&self, owner: Option<UserId>) -> Result<Vec<StoredKey>, StoreError>;
     /// Stores a new key; [`StoreError::DuplicateKey`] when the digest exists.
     async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError>;
+    /// Stores a key's digest under the current installation secret (after a rotation).
+    async fn replace_digest(&self, id: KeyId, digest: &KeyDigest) -> Result<(), StoreError>;
     /// Deletes a key durably; `false` when no key had this id.
     async fn delete_key(&self, id: KeyId) -> Result<bool, StoreError>;
 

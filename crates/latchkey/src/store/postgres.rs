@@ -180,6 +180,15 @@ impl Store for PostgresStore {
         Ok(stored)
     }
 
+    async fn replace_digest(&self, id: KeyId, digest: &KeyDigest) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET digest = $1 WHERE id = $2")
+            .bind(digest.as_bytes().as_slice())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn delete_key(&self, id: KeyId) -> Result<bool, StoreError> {
         // Concurrent deletes of one row: the second waits for the first's
         // row lock, then finds nothing, so exactly one sees a row affected.

@@ -193,6 +193,15 @@ impl Store for SqliteStore {
         Ok(stored)
     }
 
+    async fn replace_digest(&self, id: KeyId, digest: &KeyDigest) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET digest = ? WHERE id = ?")
+            .bind(digest.as_bytes().as_slice())
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     async fn delete_key(&self, id: KeyId) -> Result<bool, StoreError> {
         let (reply, outcome) = oneshot::channel();
         let gone = || anyhow::anyhow!("the delete writer has stopped");
