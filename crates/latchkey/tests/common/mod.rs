@@ -77,7 +77,11 @@ impl TestDatabase {
             Some((server, _)) => format!("{server}/{name}"),
             None => panic!("LATCHKEY_TEST_POSTGRES_URL has no database part: {admin_url}"),
         };
-        TestDatabase { admin_url, name, url }
+        TestDatabase {
+            admin_url,
+            name,
+            url,
+        }
     }
 }
 
@@ -99,7 +103,9 @@ pub fn pg_execute(url: &str, sql: &str) {
         let mut conn = sqlx::PgConnection::connect(url)
             .await
             .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}"));
-        conn.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        conn.execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
         let _ = conn.close().await;
     });
 }
@@ -199,7 +205,11 @@ impl TestServer {
 
     /// Starts the process and waits for its `listening on` line.
     fn spawn(&mut self) -> Result<(), String> {
-        let log = File::options().create(true).append(true).open(&self.log_path).unwrap();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
         let mut cmd = Command::new(latchkey_bin());
         cmd.arg("serve")
             .arg("--listen")
@@ -281,7 +291,10 @@ impl TestServer {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("server is running");
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         c.wait().unwrap()
     }
 
@@ -303,7 +316,10 @@ impl TestServer {
         self.kill();
         let before = self.log().len();
         if self.spawn().is_ok() {
-            panic!("the server started but should have refused:\n{}", self.log());
+            panic!(
+                "the server started but should have refused:\n{}",
+                self.log()
+            );
         }
         let mut child = self.child.take().expect("spawned");
         let status = wait_with_timeout(&mut child, Duration::from_secs(30));
@@ -332,7 +348,12 @@ impl TestServer {
             .header("X-ApiKey", self.admin())
             .send()
             .unwrap();
-        assert_eq!(r.status(), 200, "add user failed: {}", r.text().unwrap_or_default());
+        assert_eq!(
+            r.status(),
+            200,
+            "add user failed: {}",
+            r.text().unwrap_or_default()
+        );
     }
 
     /// Deletes key `id` with the given key or pseudo-key; returns the response.

@@ -3,8 +3,12 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+
 mod auth;
 mod delete;
+mod general;
+mod health;
 mod keys;
 mod limiter;
+mod server;
 mod users;
