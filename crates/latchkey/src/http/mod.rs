@@ -79,9 +79,39 @@ pub fn router(app: AppState, limits: Limits) -> Router {
             ServiceBuilder::new()
                 .layer(middleware::from_fn(log_request))
                 .layer(middleware::from_fn_with_state(in_flight, shed_load))
+                .layer(middleware::from_fn(limit_head))
                 .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
+}
+
+/// Longest request target (path and query) accepted; longer is `414`.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header bytes accepted; more is `431`. (hyper's own buffer limit is
+/// only checked while a head is incomplete, so a large head read at once passes it.)
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuses oversized request targets and headers before any other work.
+async fn limit_head(req: Request, next: Next) -> Response {
+    let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        return error::text(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+        );
+    }
+    let header_len: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_len > MAX_HEADER_BYTES {
+        return error::text(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the request headers are larger than {MAX_HEADER_BYTES} bytes"),
+        );
+    }
+    next.run(req).await
 }
 
 /// Refuses a request at once with 503 when `max_in_flight` are being served.
