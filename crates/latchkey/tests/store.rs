@@ -47,6 +47,7 @@ store_tests! {
     key_fields_round_trip,
     digest_lookup_returns_the_key_with_its_owner,
     duplicate_digest_is_duplicate_key,
+    replace_digest_moves_the_key_to_the_new_digest,
     delete_key_is_true_once_then_false,
     sixteen_concurrent_deletes_of_one_id_succeed_exactly_once,
     list_keys_all_or_by_owner_ordered_by_id,
@@ -312,6 +313,45 @@ async fn duplicate_digest_is_duplicate_key(ctx: Ctx) {
     let again = ctx.store.create_key(system_key("same")).await;
     assert!(matches!(again, Err(StoreError::DuplicateKey)), "{again:?}");
     assert_eq!(ctx.store.list_keys(None).await.unwrap(), [first]);
+}
+
+async fn replace_digest_moves_the_key_to_the_new_digest(ctx: Ctx) {
+    let key = ctx
+        .store
+        .create_key(system_key("old secret"))
+        .await
+        .unwrap();
+    ctx.store
+        .replace_digest(key.id, &digest("new secret"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.store
+            .key_by_digest(&digest("old secret"))
+            .await
+            .unwrap(),
+        None
+    );
+    let moved = ctx
+        .store
+        .key_by_digest(&digest("new secret"))
+        .await
+        .unwrap();
+    assert_eq!(moved, Some(key.clone()));
+    // A key deleted meanwhile stays deleted.
+    assert!(ctx.store.delete_key(key.id).await.unwrap());
+    ctx.store
+        .replace_digest(key.id, &digest("newer secret"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.store
+            .key_by_digest(&digest("newer secret"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(ctx.store.key_by_id(key.id).await.unwrap(), None);
 }
 
 async fn delete_key_is_true_once_then_false(ctx: Ctx) {
