@@ -10,5 +10,6 @@ mod general;
 mod health;
 mod keys;
 mod limiter;
+mod redaction;
 mod server;
 mod users;
