@@ -153,7 +153,10 @@ fn acknowledged_changes_survive_sigkill_at_random_moments(backend: Backend) {
         *shared.base.write().unwrap() = server.base.clone();
     }
     shared.stop.store(true, Ordering::Relaxed);
-    let attempts: Vec<Attempt> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let attempts: Vec<Attempt> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
     assert!(kills >= 20, "only {kills} kills within {TIME_LIMIT:?}");
 
     // One more kill with nothing in flight would prove nothing new: check the data as it is now.
@@ -179,7 +182,10 @@ fn acknowledged_changes_survive_sigkill_at_random_moments(backend: Backend) {
             .send()
             .unwrap()
             .status();
-        assert!(status == 200 || status == 403, "{a:?}: list with the key gave {status}");
+        assert!(
+            status == 200 || status == 403,
+            "{a:?}: list with the key gave {status}"
+        );
         let authenticates = status == 200;
         let listed_id = listed.get(a.tag.as_str()).copied();
         // No half-created key: a key is listed exactly when it authenticates.
@@ -210,7 +216,10 @@ fn acknowledged_changes_survive_sigkill_at_random_moments(backend: Backend) {
                 "acknowledged deletes"
             }
             (Some(_), None) => {
-                assert!(authenticates, "{a:?}: the create was acknowledged, yet the key is gone");
+                assert!(
+                    authenticates,
+                    "{a:?}: the create was acknowledged, yet the key is gone"
+                );
                 "acknowledged creates kept"
             }
             (Some(_), Some(false)) => "unacknowledged deletes",
@@ -229,7 +238,10 @@ fn acknowledged_changes_survive_sigkill_at_random_moments(backend: Backend) {
         assert!(tags.contains(tag), "key {id} ({tag}) was never asked for");
     }
     let acknowledged = counts.get("acknowledged deletes").copied().unwrap_or(0)
-        + counts.get("acknowledged creates kept").copied().unwrap_or(0);
+        + counts
+            .get("acknowledged creates kept")
+            .copied()
+            .unwrap_or(0);
     assert!(
         acknowledged >= 20,
         "too few acknowledged operations to mean anything: {counts:?}"

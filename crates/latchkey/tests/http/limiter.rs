@@ -51,16 +51,28 @@ fn list(s: &TestServer, client: &Client, credential: &str) -> Response {
 }
 
 fn retry_after(r: &Response) -> u64 {
-    r.headers()["retry-after"].to_str().unwrap().parse().unwrap()
+    r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
-fn an_attacking_address_gets_429_while_other_addresses_and_the_attacked_key_keep_working(backend: Backend) {
+fn an_attacking_address_gets_429_while_other_addresses_and_the_attacked_key_keep_working(
+    backend: Backend,
+) {
     let s = limited_server(backend, 5, 30);
     let (_, key) = s.create_key(full_control());
     let attacker = client_from(1);
     let legitimate = client_from(2);
 
-    let guesses = ["lk_wrong", "not-a-key", "Admin:wrong-password", "", "lk_guess"];
+    let guesses = [
+        "lk_wrong",
+        "not-a-key",
+        "Admin:wrong-password",
+        "",
+        "lk_guess",
+    ];
     for (i, guess) in guesses.iter().enumerate() {
         let r = list(&s, &attacker, guess);
         assert_eq!(r.status(), 403, "failure {} is still a 403", i + 1);
@@ -72,8 +84,14 @@ fn an_attacking_address_gets_429_while_other_addresses_and_the_attacked_key_keep
     assert_eq!(r.status(), 429);
     let wait = retry_after(&r);
     assert!((1..=30).contains(&wait), "Retry-After {wait}");
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
-    assert!(r.text().unwrap().contains("too many failed authentications"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(r
+        .text()
+        .unwrap()
+        .contains("too many failed authentications"));
 
     // Refused before any credential work: even the valid key, on every API route.
     assert_eq!(list(&s, &attacker, &key).status(), 429);

@@ -304,7 +304,10 @@ fn no_secret_appears_in_the_log_or_in_any_response_body(backend: Backend) {
     }
     assert_eq!(last, 429, "the limiter answered");
 
-    assert!(sc.secrets.len() > 40 && sc.bodies.len() > 60, "the scenario covered enough");
+    assert!(
+        sc.secrets.len() > 40 && sc.bodies.len() > 60,
+        "the scenario covered enough"
+    );
     let log = s.log();
     assert!(
         log.lines().count() > 50,
