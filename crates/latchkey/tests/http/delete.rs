@@ -28,9 +28,17 @@ fn admin_deletes_a_key_then_it_is_refused_everywhere(backend: Backend) {
 
     let r = s.delete_key(id, &s.admin());
     assert_eq!(r.status(), 200);
-    assert_eq!(r.text().unwrap(), "", "a successful delete has an empty body");
+    assert_eq!(
+        r.text().unwrap(),
+        "",
+        "a successful delete has an empty body"
+    );
 
-    assert_eq!(s.list_keys(&key).status(), 403, "a deleted key is refused at once");
+    assert_eq!(
+        s.list_keys(&key).status(),
+        403,
+        "a deleted key is refused at once"
+    );
     assert_eq!(s.delete_key(id, &key).status(), 403);
     let listed = s.list_keys(&s.admin()).text().unwrap();
     assert_eq!(listed, "[]");
@@ -39,9 +47,15 @@ fn admin_deletes_a_key_then_it_is_refused_everywhere(backend: Backend) {
 fn delete_without_credential_is_403_even_with_bad_id(backend: Backend) {
     let s = TestServer::start(backend);
     for query in ["id=1000", "id=abc", "", "id=", "id=1&id=2"] {
-        let r = client().post(s.url(&format!("/api/api-keys/delete?{query}"))).send().unwrap();
+        let r = client()
+            .post(s.url(&format!("/api/api-keys/delete?{query}")))
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 403, "{query}");
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
     }
     for wrong in ["lk_nonexistent", "Admin:wrong-password", "Nobody:x"] {
         assert_eq!(s.delete_key("abc", wrong).status(), 403, "{wrong}");
@@ -51,7 +65,19 @@ fn delete_without_credential_is_403_even_with_bad_id(backend: Backend) {
 fn bad_ids_are_400_after_authentication(backend: Backend) {
     let s = TestServer::start(backend);
     let admin = s.admin();
-    for query in ["", "id=", "id=abc", "id=1e3", "id=10.0", "id=%201000", "id=+5", "id=1&id=2", "id=2147483648", "id=-2147483649", "ID=5"] {
+    for query in [
+        "",
+        "id=",
+        "id=abc",
+        "id=1e3",
+        "id=10.0",
+        "id=%201000",
+        "id=+5",
+        "id=1&id=2",
+        "id=2147483648",
+        "id=-2147483649",
+        "ID=5",
+    ] {
         let r = client()
             .post(s.url(&format!("/api/api-keys/delete?{query}")))
             .header("X-ApiKey", &admin)
@@ -80,7 +106,13 @@ fn every_key_may_delete_itself(backend: Backend) {
     let s = TestServer::start(backend);
     s.add_user("alice", "alice-password", &[]);
     let limited = json!({"type": "system", "systemApis": ["feeds", "sca"]});
-    for info in [full_control(), limited, feed_key(), personal("alice"), personal("Admin")] {
+    for info in [
+        full_control(),
+        limited,
+        feed_key(),
+        personal("alice"),
+        personal("Admin"),
+    ] {
         let (id, key) = s.create_key(info.clone());
         let r = s.delete_key(id, &key);
         assert_eq!(r.status(), 200, "{info}");
@@ -96,9 +128,17 @@ fn callers_without_key_management_get_403_whether_or_not_the_id_exists(backend: 
     let (_, limited) = s.create_key(json!({"type": "system", "systemApis": ["sbom-upload"]}));
     for caller in [&feed, &limited] {
         assert_eq!(s.delete_key(existing, caller).status(), 403);
-        assert_eq!(s.delete_key(99_999, caller).status(), 403, "no 404: the caller learns nothing");
+        assert_eq!(
+            s.delete_key(99_999, caller).status(),
+            403,
+            "no 404: the caller learns nothing"
+        );
     }
-    assert_eq!(s.delete_key(existing, &s.admin()).status(), 200, "nothing was deleted by the 403s");
+    assert_eq!(
+        s.delete_key(existing, &s.admin()).status(),
+        200,
+        "nothing was deleted by the 403s"
+    );
 }
 
 fn users_delete_only_their_own_personal_keys(backend: Backend) {
@@ -137,12 +177,18 @@ fn other_methods_are_405_with_allow_before_credentials(backend: Backend) {
     let s = TestServer::start(backend);
     for method in ["GET", "PUT", "DELETE", "PATCH"] {
         let r = client()
-            .request(method.parse().unwrap(), s.url("/api/api-keys/delete?id=1000"))
+            .request(
+                method.parse().unwrap(),
+                s.url("/api/api-keys/delete?id=1000"),
+            )
             .send()
             .unwrap();
         assert_eq!(r.status(), 405, "{method}");
         assert_eq!(r.headers()["allow"], "POST");
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
     }
 }
 
@@ -157,8 +203,16 @@ fn concurrent_deletes_of_one_id_yield_exactly_one_200(backend: Backend) {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        assert_eq!(statuses.iter().filter(|&&c| c == 200).count(), 1, "{statuses:?}");
-        assert_eq!(statuses.iter().filter(|&&c| c == 404).count(), 15, "{statuses:?}");
+        assert_eq!(
+            statuses.iter().filter(|&&c| c == 200).count(),
+            1,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|&&c| c == 404).count(),
+            15,
+            "{statuses:?}"
+        );
     }
 }
 
@@ -171,7 +225,11 @@ fn acknowledged_deletes_survive_sigkill(backend: Backend) {
     s.restart(); // SIGKILL, then start on the same data directory and database
     for (i, (id, key)) in keys.iter().enumerate() {
         let expected = if i % 2 == 0 { 403 } else { 200 };
-        assert_eq!(s.list_keys(key).status(), expected, "key {id} after restart");
+        assert_eq!(
+            s.list_keys(key).status(),
+            expected,
+            "key {id} after restart"
+        );
     }
 }
 
@@ -185,7 +243,10 @@ fn internal_errors_are_500_with_an_error_id_and_no_internals(backend: Backend) {
         .send()
         .unwrap();
     assert_eq!(r.status(), 500);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let body = r.text().unwrap();
     let error_id = body
         .split("error id ")
@@ -193,13 +254,28 @@ fn internal_errors_are_500_with_an_error_id_and_no_internals(backend: Backend) {
         .and_then(|rest| rest.split(')').next())
         .unwrap_or_else(|| panic!("no error id in {body:?}"))
         .to_owned();
-    for internal in ["api_keys", "sqlx", "SELECT", "src/", "no such table", "does not exist"] {
-        assert!(!body.contains(internal), "500 body leaks {internal}: {body}");
+    for internal in [
+        "api_keys",
+        "sqlx",
+        "SELECT",
+        "src/",
+        "no such table",
+        "does not exist",
+    ] {
+        assert!(
+            !body.contains(internal),
+            "500 body leaks {internal}: {body}"
+        );
     }
     let log = s.log();
-    let logged = log.lines().find(|l| l.contains(&error_id) && l.contains("internal error"));
+    let logged = log
+        .lines()
+        .find(|l| l.contains(&error_id) && l.contains("internal error"));
     let logged = logged.unwrap_or_else(|| panic!("error id {error_id} not in log:\n{log}"));
-    assert!(logged.contains("api_keys"), "the log has the detail: {logged}");
+    assert!(
+        logged.contains("api_keys"),
+        "the log has the detail: {logged}"
+    );
 }
 
 /// Renames the key table behind the server's back, so that every key query fails.
@@ -208,10 +284,16 @@ fn break_key_table(s: &TestServer, backend: Backend) {
     match backend {
         Backend::Sqlite => {
             let db = s.data_dir.join("latchkey.db");
-            let status = std::process::Command::new("sqlite3").arg(&db).arg(sql).status();
+            let status = std::process::Command::new("sqlite3")
+                .arg(&db)
+                .arg(sql)
+                .status();
             if !matches!(status, Ok(st) if st.success()) {
                 use sqlx::{Connection, Executor};
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
                     let url = format!("sqlite://{}", db.display());
                     let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
@@ -221,7 +303,9 @@ fn break_key_table(s: &TestServer, backend: Backend) {
             }
         }
         Backend::Postgres => {
-            let url = s.database_url().expect("postgres test server has a database URL");
+            let url = s
+                .database_url()
+                .expect("postgres test server has a database URL");
             crate::common::pg_execute(&url, sql);
         }
     }
