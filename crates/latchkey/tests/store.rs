@@ -55,6 +55,7 @@ store_tests! {
     user_names_are_unique_case_insensitively,
     list_users_is_ordered_and_searches_case_insensitively,
     update_user_keeps_unset_fields,
+    reads_after_a_write_see_the_write,
     delete_user_removes_their_keys_and_only_theirs,
     create_first_user_creates_only_once,
     create_first_user_on_several_nodes_at_once_creates_exactly_one,
@@ -550,6 +551,44 @@ async fn update_user_keeps_unset_fields(ctx: Ctx) {
 
     let missing = ctx.store.update_user(new_user("nobody")).await.unwrap();
     assert_eq!(missing, None);
+}
+
+/// A read that returned a row must not leave its connection on an old
+/// snapshot: the next read sees every write committed since.
+async fn reads_after_a_write_see_the_write(ctx: Ctx) {
+    let owner = ctx.store.create_user(new_user("Judy")).await.unwrap();
+    for round in 0..3 {
+        let text = format!("seen{round}");
+        let key = ctx
+            .store
+            .create_key(personal_key(&text, owner.id))
+            .await
+            .unwrap();
+        assert!(ctx
+            .store
+            .key_by_digest(&digest(&text))
+            .await
+            .unwrap()
+            .is_some());
+        let before = ctx.store.user_login("judy").await.unwrap().unwrap();
+        ctx.store
+            .update_user(UserChange {
+                name: "judy".into(),
+                password_hash: Some(format!("$argon2id$round{round}")),
+                ..UserChange::default()
+            })
+            .await
+            .unwrap();
+        assert!(ctx.store.delete_key(key.id).await.unwrap());
+        assert_eq!(
+            ctx.store.key_by_digest(&digest(&text)).await.unwrap(),
+            None,
+            "round {round}"
+        );
+        let after = ctx.store.user_login("judy").await.unwrap().unwrap();
+        assert_ne!(after.password_hash, before.password_hash, "round {round}");
+        assert_eq!(after.password_hash, format!("$argon2id$round{round}"));
+    }
 }
 
 async fn delete_user_removes_their_keys_and_only_theirs(ctx: Ctx) {
