@@ -61,9 +61,6 @@ store_tests! {
     create_first_user_on_several_nodes_at_once_creates_exactly_one,
     has_users_is_false_only_on_an_empty_database,
     committed_data_survives_reopening,
-    // sqlx's SQLite migrator takes no lock: the second of two processes
-    // starting on a new file fails with "table users already exists".
-    [sqlite: ignore = "known issue: concurrent first start on one SQLite file"]
     several_nodes_can_migrate_one_database_at_once,
 }
 

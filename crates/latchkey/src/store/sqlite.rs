@@ -10,9 +10,9 @@ use sqlx::{Executor, Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    encode_groups, is_unique_violation, join_values, migrate_error, name_key, unix_now, KeyId,
-    KeyRow, NewKey, Store, StoreError, StoredKey, User, UserChange, UserId, UserLogin, UserRow,
-    KEY_COLUMNS, USER_COLUMNS,
+    encode_groups, is_unique_violation, join_values, migrate_error, name_key, newest_migration,
+    unix_now, KeyId, KeyRow, NewKey, Store, StoreError, StoredKey, User, UserChange, UserId,
+    UserLogin, UserRow, KEY_COLUMNS, USER_COLUMNS,
 };
 use crate::keys::KeyDigest;
 
@@ -79,11 +79,23 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| anyhow::Error::new(e).context("cannot open the SQLite database"))?;
-        let supported = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        MIGRATOR
-            .run(&writer)
-            .await
-            .map_err(|e| migrate_error(e, supported))?;
+        // sqlx takes no lock for SQLite migrations: when two processes start on a
+        // new file at once, the loser fails on the tables the winner just made.
+        // A second run then finds those migrations applied.
+        let mut attempt = 0;
+        loop {
+            match MIGRATOR.run(&writer).await {
+                Ok(()) => break,
+                Err(
+                    sqlx::migrate::MigrateError::Execute(_)
+                    | sqlx::migrate::MigrateError::ExecuteMigration(..),
+                ) if attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(migrate_error(e, newest_migration(&MIGRATOR))),
+            }
+        }
         let readers = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
