@@ -110,6 +110,26 @@ pub fn pg_execute(url: &str, sql: &str) {
     });
 }
 
+/// Runs a `SELECT count(*) …` on a PostgreSQL URL.
+pub fn pg_count(url: &str, sql: &str) -> i64 {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}"));
+        let n: i64 = sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.close().await;
+        n
+    })
+}
+
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -301,8 +321,26 @@ impl TestServer {
     /// Starts the process again on the same data directory and database.
     pub fn restart(&mut self) {
         self.kill();
+        self.wait_for_dead_sessions();
         self.spawn()
             .unwrap_or_else(|e| panic!("server did not restart: {e}\n{}", self.log()));
+    }
+
+    /// After a SIGKILL, PostgreSQL may still finish a COMMIT the dead process
+    /// sent; wait (bounded) until its sessions are gone, so that what the test
+    /// reads next is final.
+    fn wait_for_dead_sessions(&self) {
+        let Some(db) = &self._database else { return };
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            db.name
+        );
+        for _ in 0..100 {
+            if pg_count(&db.admin_url, &sql) == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The options of the next (re)start, e.g. to change the environment before [`restart`](Self::restart).
