@@ -1,0 +1,522 @@
+#!/usr/bin/env bash
+# The benchmark suite of issue 6, in one command:
+#
+#   bench/run.sh            full run: SQLite (and PostgreSQL when
+#                           LATCHKEY_TEST_POSTGRES_URL is set); writes BENCHMARKS.md
+#   bench/run.sh --smoke    scenario 1 for 5 s against the baseline, SQLite only;
+#                           prints the table, writes nothing (for .ci/run)
+#
+# It installs wrk, hyperfine and jq from Debian's packages when missing,
+# builds the release binaries, seeds a database with 100,000 keys
+# (crates/latchkey/examples/bench_seed.rs), and drives latchkey and a bare
+# axum baseline (crates/latchkey/examples/bench_baseline.rs) over loopback
+# with wrk (bench/keys.lua, bench/delete.lua). Every figure is also given as
+# a ratio to the baseline of the same run. The exit status is nonzero when
+# any scenario errors (a non-2xx response, a socket error, a server that
+# does not start, a failed command); a missed target is reported, not an error.
+#
+# Environment: BENCH_DURATION (wrk seconds, default 10), BENCH_PROFILE=1
+# (perf record latchkey during scenario 1 at 64 connections on SQLite),
+# CARGO_TARGET_DIR, LATCHKEY_TEST_POSTGRES_URL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+MODE=full
+case "${1:-}" in
+  "") ;;
+  --smoke) MODE=smoke ;;
+  *) echo "usage: bench/run.sh [--smoke]" >&2; exit 2 ;;
+esac
+
+KEYS=100000
+if [[ $MODE == smoke ]]; then
+  USERS=100
+  DURATION=5
+else
+  USERS=500
+  DURATION=${BENCH_DURATION:-10}
+fi
+# Connection counts and wrk threads (the machine has few cores: wrk gets at most 2).
+CONNS_LOW=1 THREADS_LOW=1
+CONNS_HIGH=64 THREADS_HIGH=2
+STARTS=5        # scenario 6: starts per database
+CURL_RUNS=5     # scenario 4: admin lists
+PGUTIL_RUNS=20  # scenario 5: pgutil deletes
+
+WORK=$ROOT/target/bench
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+RESULTS=$WORK/results.tsv
+export LATCHKEY_SECRET=bench-secret-0123456789abcdef0123456789abcdef
+export LATCHKEY_ADMIN_PASSWORD=bench-admin-password
+export RUST_LOG=warn
+export PGUTIL_CONFIG=$WORK/pgutil.config
+
+PIDS=()          # servers started by this script
+PG_DATABASES=()  # PostgreSQL databases created by this script
+PG_ADMIN_URL=${LATCHKEY_TEST_POSTGRES_URL:-}
+FAILED=0
+
+say() { printf '== %s\n' "$*" >&2; }
+fail() { printf 'error: %s\n' "$*" >&2; FAILED=1; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+cleanup() {
+  local pid db
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for db in "${PG_DATABASES[@]}"; do
+    psql "$PG_ADMIN_URL" -qX -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  done
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- tools, build
+
+install_tools() {
+  local missing=() tool
+  for tool in wrk hyperfine jq curl; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+  done
+  if [[ -n $PG_ADMIN_URL && $MODE == full ]] && ! command -v psql >/dev/null; then
+    missing+=(postgresql-client)
+  fi
+  if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+build() {
+  say "building release binaries"
+  cargo build --release --bins --examples --quiet
+}
+
+# ------------------------------------------------------------------- servers
+
+# start_server NAME COMMAND…: starts a server whose first stdout line is
+# `listening on http://ADDR`; sets SERVER_PID, SERVER_ADDR and START_MS (from
+# just before the spawn to that line, measured with bash's clock, no fork).
+start_server() {
+  local name=$1 fifo=$WORK/$1.stdout.fifo line fd t0 t1
+  shift
+  rm -f "$fifo"
+  mkfifo "$fifo"
+  t0=${EPOCHREALTIME//[!0-9]/}
+  # "$@" is an external command, so $! is the server itself, not a subshell.
+  "$@" >"$fifo" 2>>"$WORK/$name.log" &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  exec {fd}<"$fifo"
+  if ! read -r -t 60 -u "$fd" line; then
+    exec {fd}<&-
+    die "$name did not print 'listening on' within 60 s; see $WORK/$name.log"
+  fi
+  t1=${EPOCHREALTIME//[!0-9]/}
+  [[ $line == "listening on http://"* ]] || die "$name printed '$line' instead of 'listening on http://ADDR'"
+  SERVER_ADDR=${line#listening on http://}
+  START_MS=$(awk -v us=$((t1 - t0)) 'BEGIN { printf "%.1f", us / 1000 }')
+  # Keep draining stdout so that the server never writes to a closed pipe.
+  cat <&"$fd" >>"$WORK/$name.log" 2>/dev/null &
+  exec {fd}<&-
+}
+
+stop_server() {
+  local pid=$1 _
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+
+# ------------------------------------------------------------------ recording
+
+# record BACKEND SCENARIO CONNS VALUE UNIT P50_MS P99_MS NOTE
+record() {
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"
+}
+
+# run_wrk LABEL THREADS CONNS URL SCRIPT ARGS…: runs wrk and sets RPS, P50_MS,
+# P99_MS, EXHAUSTED; any non-2xx response or socket error is a failure.
+run_wrk() {
+  local label=$1 threads=$2 conns=$3 url=$4 script=$5 out
+  shift 5
+  out=$WORK/wrk-${label// /_}-c$conns.txt
+  say "$label: wrk -t$threads -c$conns -d${DURATION}s"
+  if ! wrk -t"$threads" -c"$conns" -d"${DURATION}s" --timeout 10s --latency \
+      -s "$script" "$url" -- "$@" >"$out" 2>&1; then
+    fail "$label: wrk failed; see $out"
+  fi
+  local line requests duration_us p50_us p99_us non2xx socket_errors exhausted
+  line=$(grep '^BENCH ' "$out" || true)
+  if [[ -z $line ]]; then
+    fail "$label: no BENCH line from wrk; see $out"
+    RPS=0 P50_MS=0 P99_MS=0 EXHAUSTED=0
+    return
+  fi
+  field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$line"; }
+  requests=$(field requests) duration_us=$(field duration_us) p50_us=$(field p50_us)
+  p99_us=$(field p99_us) non2xx=$(field non2xx) socket_errors=$(field socket_errors) exhausted=$(field exhausted)
+  RPS=$(awk -v n="$requests" -v us="$duration_us" 'BEGIN { printf "%.0f", n / (us / 1e6) }')
+  P50_MS=$(awk -v us="$p50_us" 'BEGIN { printf "%.2f", us / 1000 }')
+  P99_MS=$(awk -v us="$p99_us" 'BEGIN { printf "%.2f", us / 1000 }')
+  EXHAUSTED=$exhausted
+  if ((non2xx > 0 || socket_errors > 0)) || grep -q 'Non-2xx' "$out"; then
+    fail "$label at $conns connections: $non2xx non-2xx responses, $socket_errors socket errors; see $out"
+  fi
+  if ((requests == 0)); then
+    fail "$label at $conns connections: no request completed"
+  fi
+}
+
+median() { # numbers on stdin → median
+  sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+vm_hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+
+# ------------------------------------------------------------------ scenarios
+
+# Baseline: the bare axum server, driven exactly like scenario 1.
+bench_baseline() { # TAG: start or end
+  local tag=$1 conns
+  start_server baseline "$BIN/examples/bench_baseline" --listen 127.0.0.1:0
+  local pid=$SERVER_PID url="http://$SERVER_ADDR/api/api-keys/list"
+  for conns in "${CONN_SET[@]}"; do
+    run_wrk "baseline $tag" "$(threads_for "$conns")" "$conns" "$url" bench/keys.lua "$SEED_SQLITE/personal-keys.txt"
+    record baseline "baseline ($tag)" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" ""
+    if [[ $tag == start ]]; then
+      BASE_RPS[$conns]=$RPS
+      BASE_P99[$conns]=$P99_MS
+    fi
+  done
+  stop_server "$pid"
+}
+
+threads_for() { if (($1 == CONNS_LOW)); then echo "$THREADS_LOW"; else echo "$THREADS_HIGH"; fi; }
+
+# Scenario 6: start to `listening on`, on fresh empty databases and on the seeded one.
+bench_start() { # BACKEND SEEDED_URL SEEDED_DIR
+  local backend=$1 seeded_url=$2 seeded_dir=$3 i url dir times=()
+  for i in $(seq 1 "$STARTS"); do
+    dir=$WORK/$backend-empty-$i
+    mkdir -p "$dir"
+    if [[ $backend == sqlite ]]; then
+      url="sqlite://$dir/latchkey.db"
+    else
+      pg_create "empty_$i"
+      url=$PG_URL
+    fi
+    start_server "latchkey-$backend-empty" "$BIN/latchkey" serve --listen 127.0.0.1:0 --data-dir "$dir" --database-url "$url"
+    times+=("$START_MS")
+    stop_server "$SERVER_PID"
+  done
+  record "$backend" "6. start, empty database" - "$(printf '%s\n' "${times[@]}" | median)" ms - - "median of $STARTS (${times[*]})"
+  times=()
+  for i in $(seq 1 "$STARTS"); do
+    start_server "latchkey-$backend" "$BIN/latchkey" serve --listen 127.0.0.1:0 --data-dir "$seeded_dir" --database-url "$seeded_url"
+    times+=("$START_MS")
+    stop_server "$SERVER_PID"
+  done
+  record "$backend" "6. start, $KEYS keys" - "$(printf '%s\n' "${times[@]}" | median)" ms - - "median of $STARTS (${times[*]})"
+}
+
+# Scenarios 1 and 2: authenticated list by keys that each see one key.
+bench_list() { # BACKEND SCENARIO_NAME KEYS_FILE ADDR
+  local backend=$1 name=$2 file=$3 url="http://$4/api/api-keys/list" conns
+  for conns in "${CONN_SET[@]}"; do
+    if [[ $backend == sqlite && ${BENCH_PROFILE:-0} == 1 && $name == 1.* && $conns == "$CONNS_HIGH" ]]; then
+      perf record -F 999 -g -p "$LATCHKEY_PID" -o "$WORK/perf-scenario1.data" -- sleep "$DURATION" \
+        >"$WORK/perf-record.log" 2>&1 &
+    fi
+    run_wrk "$backend $name" "$(threads_for "$conns")" "$conns" "$url" bench/keys.lua "$file"
+    record "$backend" "$name" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" ""
+  done
+  wait_for_perf
+}
+
+wait_for_perf() {
+  local job
+  for job in $(jobs -p); do
+    if [[ $(ps -o comm= -p "$job" 2>/dev/null) == perf ]]; then
+      wait "$job" || fail "perf record failed; see $WORK/perf-record.log"
+      perf report -i "$WORK/perf-scenario1.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+        | head -n 120 >"$WORK/perf-scenario1.txt" || true
+      say "profile: $WORK/perf-scenario1.txt"
+    fi
+  done
+}
+
+# Scenario 2 needs one Argon2id verification per user first (the server then
+# caches it): a bounded pass over every pseudo-key, two at a time.
+warm_pseudo_keys() { # FILE ADDR
+  local file=$1 url="http://$2/api/api-keys/list" credential status bad=0 n=0 batch=()
+  say "scenario 2 warm-up: one request per user"
+  while IFS= read -r credential; do
+    curl -s -o /dev/null -w '%{http_code}\n' -H "X-ApiKey: $credential" "$url" >>"$WORK/warm.txt" &
+    batch+=($!)
+    n=$((n + 1))
+    if ((${#batch[@]} == 2)); then
+      wait "${batch[@]}" || true
+      batch=()
+    fi
+  done <"$file"
+  ((${#batch[@]} == 0)) || wait "${batch[@]}" || true
+  while read -r status; do
+    [[ $status == 200 ]] || bad=$((bad + 1))
+  done <"$WORK/warm.txt"
+  rm -f "$WORK/warm.txt"
+  ((bad == 0)) || fail "scenario 2 warm-up: $bad of $n logins failed"
+}
+
+# Scenario 4: the admin list of every key: time to last byte and peak RSS growth.
+bench_admin_list() { # BACKEND ADDR PID SEED_DIR
+  local backend=$1 url="http://$2/api/api-keys/list" pid=$3 seed=$4 admin_key before after i code total times=() count
+  admin_key=$(<"$seed/admin-key.txt")
+  before=$(vm_hwm_kib "$pid")
+  for i in $(seq 1 "$CURL_RUNS"); do
+    read -r code total < <(curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -H "X-ApiKey: $admin_key" "$url")
+    [[ $code == 200 ]] || fail "scenario 4 ($backend): HTTP $code"
+    times+=("$(awk -v s="$total" 'BEGIN { printf "%.1f", s * 1000 }')")
+  done
+  after=$(vm_hwm_kib "$pid")
+  count=$(curl -s -H "X-ApiKey: $admin_key" "$url" | jq length)
+  [[ $count == "$KEYS" ]] || fail "scenario 4 ($backend): the list held $count keys, not $KEYS"
+  record "$backend" "4. admin list of $count keys, time to last byte" 1 \
+    "$(printf '%s\n' "${times[@]}" | median)" ms - - "median of $CURL_RUNS (${times[*]})"
+  record "$backend" "4. admin list, peak RSS growth" 1 \
+    "$(awk -v k=$((after - before)) 'BEGIN { printf "%.1f", k / 1024 }')" MiB - - \
+    "VmHWM $((before / 1024)) → $((after / 1024)) MiB"
+}
+
+# Scenario 5: `pgutil apikeys delete --id=N`, one distinct existing key per run.
+bench_pgutil() { # BACKEND ADDR SEED_DIR
+  local backend=$1 addr=$2 seed=$3 first last warm json=$WORK/pgutil-$1.json
+  rm -f "$PGUTIL_CONFIG"
+  "$BIN/pgutil" sources add --name=Default --url="http://$addr/" --api-key="$(<"$seed/admin-key.txt")" >/dev/null
+  warm=$(sed -n 1p "$seed/pgutil-ids.txt")
+  first=$(sed -n 2p "$seed/pgutil-ids.txt")
+  last=$((first + PGUTIL_RUNS - 1))
+  grep -qx "$last" "$seed/pgutil-ids.txt" || die "too few pgutil keys seeded"
+  # One unmeasured run so that the binary and its libraries are in the page cache.
+  "$BIN/pgutil" apikeys delete --id="$warm" >/dev/null || fail "scenario 5 ($backend): warm-up delete failed"
+  say "scenario 5 ($backend): hyperfine, $PGUTIL_RUNS runs"
+  if ! hyperfine -N --style basic --runs 1 --parameter-scan id "$first" "$last" \
+      --export-json "$json" "$BIN/pgutil apikeys delete --id={id}" >"$WORK/pgutil-$backend.txt" 2>&1; then
+    fail "scenario 5 ($backend): a pgutil run failed; see $WORK/pgutil-$backend.txt"
+    return
+  fi
+  local runs
+  runs=$(jq '[.results[].times[]] | length' "$json")
+  ((runs == PGUTIL_RUNS)) || fail "scenario 5 ($backend): $runs runs, not $PGUTIL_RUNS"
+  record "$backend" "5. pgutil apikeys delete, process start to exit" 1 \
+    "$(jq '.results[].times[] * 1000' "$json" | median | xargs printf '%.1f')" ms - - "median of $runs distinct keys"
+}
+
+# Scenario 3: each request deletes a different key (the key deletes itself).
+bench_delete() { # BACKEND ADDR SEED_DIR
+  local backend=$1 url="http://$2/api/api-keys/delete" pairs=$3/delete-pairs.txt total low
+  total=$(wc -l <"$pairs")
+  low=$((total / 5)) # a fifth for one connection, the rest for 64
+  run_wrk "$backend 3. delete" "$THREADS_LOW" "$CONNS_LOW" "$url" bench/delete.lua "$pairs" 1 "$low" "$THREADS_LOW" "$CONNS_LOW"
+  record "$backend" "3. durable delete of distinct keys" "$CONNS_LOW" "$RPS" "deletes/s" "$P50_MS" "$P99_MS" "$(exhausted_note)"
+  run_wrk "$backend 3. delete" "$THREADS_HIGH" "$CONNS_HIGH" "$url" bench/delete.lua "$pairs" $((low + 1)) $((total - low)) "$THREADS_HIGH" "$CONNS_HIGH"
+  record "$backend" "3. durable delete of distinct keys" "$CONNS_HIGH" "$RPS" "deletes/s" "$P50_MS" "$P99_MS" "$(exhausted_note)"
+}
+
+exhausted_note() {
+  if ((EXHAUSTED)); then echo "key pool ran out before the end: a lower bound"; fi
+}
+
+# ------------------------------------------------------------------ back ends
+
+pg_url_for() { # DATABASE → URL on the same server as LATCHKEY_TEST_POSTGRES_URL
+  local base=${PG_ADMIN_URL%%\?*} query=""
+  [[ $PG_ADMIN_URL == *\?* ]] && query="?${PG_ADMIN_URL#*\?}"
+  echo "${base%/*}/$1$query"
+}
+
+pg_create() { # SUFFIX: creates an empty database and sets PG_URL to it
+  local db="latchkey_bench_$$_$1"
+  psql "$PG_ADMIN_URL" -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null || die "cannot create database $db"
+  PG_DATABASES+=("$db")
+  PG_URL=$(pg_url_for "$db")
+}
+
+seed() { # DATABASE_URL OUT_DIR
+  say "seeding $KEYS keys and $USERS users into $1"
+  "$BIN/examples/bench_seed" --database-url "$1" --out "$2" --keys "$KEYS" --users "$USERS" 2>>"$WORK/seed.log" \
+    || die "seeding failed; see $WORK/seed.log"
+}
+
+run_backend() { # BACKEND DATABASE_URL DATA_DIR SEED_DIR
+  local backend=$1 url=$2 dir=$3 seed=$4
+  if [[ $MODE == full ]]; then
+    bench_start "$backend" "$url" "$dir"
+  fi
+  start_server "latchkey-$backend" "$BIN/latchkey" serve --listen 127.0.0.1:0 --data-dir "$dir" --database-url "$url"
+  LATCHKEY_PID=$SERVER_PID
+  local addr=$SERVER_ADDR
+  bench_list "$backend" "1. list by a personal key that sees 1 key" "$seed/personal-keys.txt" "$addr"
+  if [[ $MODE == full ]]; then
+    warm_pseudo_keys "$seed/pseudo-keys.txt" "$addr"
+    bench_list "$backend" "2. list by a user:password pseudo-key (warm)" "$seed/pseudo-keys.txt" "$addr"
+    bench_admin_list "$backend" "$addr" "$LATCHKEY_PID" "$seed"
+    bench_pgutil "$backend" "$addr" "$seed"
+    bench_delete "$backend" "$addr" "$seed"
+  fi
+  kill -0 "$LATCHKEY_PID" 2>/dev/null || fail "latchkey ($backend) died during the run; see $WORK/latchkey-$backend.log"
+  stop_server "$LATCHKEY_PID"
+}
+
+# ------------------------------------------------------------------- report
+
+machine_header() {
+  local commit dirty=""
+  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  [[ -z $(git status --porcelain --untracked-files=no 2>/dev/null) ]] || dirty=" (with uncommitted changes)"
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "- commit: \`$commit\`$dirty"
+  echo "- CPU: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), \`nproc\` = $(nproc)"
+  echo "- kernel: $(uname -sr)"
+  echo "- load average before the run: $LOAD_BEFORE"
+  echo "- wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), $(hyperfine --version); latchkey and wrk share the machine's cores"
+}
+
+# ratio VALUE BASE → VALUE/BASE with 2 decimals, or - when either is missing.
+ratio() {
+  awk -v v="$1" -v b="$2" 'BEGIN { if (v == "-" || b == "" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f×", v / b }'
+}
+
+result_table() {
+  echo "| back end | scenario | conns | result | p50 ms | p99 ms | req/s vs baseline | p99 vs baseline | note |"
+  echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+  local backend scenario conns value unit p50 p99 note r_rps r_p99
+  while IFS=$'\t' read -r backend scenario conns value unit p50 p99 note; do
+    r_rps=- r_p99=-
+    if [[ $unit == "req/s" || $unit == "deletes/s" ]] && [[ $backend != baseline ]]; then
+      r_rps=$(ratio "$value" "${BASE_RPS[$conns]:-}")
+      r_p99=$(ratio "$p99" "${BASE_P99[$conns]:-}")
+    fi
+    echo "| $backend | $scenario | $conns | $value $unit | $p50 | $p99 | $r_rps | $r_p99 | $note |"
+  done <"$RESULTS"
+}
+
+# lookup BACKEND SCENARIO_PREFIX CONNS FIELD(4=value, 7=p99) → value or -
+lookup() {
+  awk -F'\t' -v b="$1" -v s="$2" -v c="$3" -v f="$4" \
+    '$1 == b && index($2, s) == 1 && $3 == c { print $f; found = 1; exit } END { if (!found) print "-" }' "$RESULTS"
+}
+
+# target DESCRIPTION MEASURED LIMIT ge|le → a table row
+target() {
+  local verdict
+  verdict=$(awk -v m="$2" -v l="$3" -v op="$4" 'BEGIN {
+    if (m == "-" || m == "") { print "not measured"; exit }
+    ok = (op == "ge") ? (m + 0 >= l + 0) : (m + 0 <= l + 0)
+    print ok ? "met" : "**not met**" }')
+  echo "| $1 | $2 | $([[ $4 == ge ]] && echo "≥" || echo "≤") $3 | $verdict |"
+}
+
+ratio_of() { # BACKEND SCENARIO CONNS FIELD BASE
+  local v
+  v=$(lookup "$1" "$2" "$3" "$4")
+  awk -v v="$v" -v b="$5" 'BEGIN { if (v == "-" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", v / b }'
+}
+
+targets_table() {
+  local h=$CONNS_HIGH
+  echo "| target (issue 6) | measured | target | verdict |"
+  echo "| --- | ---: | ---: | --- |"
+  target "1. SQLite, req/s at $h connections ÷ baseline" "$(ratio_of sqlite 1. "$h" 4 "${BASE_RPS[$h]}")" 0.70 ge
+  target "1. SQLite, p99 at $h connections ÷ baseline p99" "$(ratio_of sqlite 1. "$h" 7 "${BASE_P99[$h]}")" 1.5 le
+  if [[ -n $PG_ADMIN_URL && $MODE == full ]]; then
+    target "1. PostgreSQL, req/s at $h connections ÷ baseline" "$(ratio_of postgres 1. "$h" 4 "${BASE_RPS[$h]}")" 0.50 ge
+  fi
+  [[ $MODE == full ]] || return 0
+  target "2. SQLite, warm pseudo-key req/s at $h connections ÷ baseline" "$(ratio_of sqlite 2. "$h" 4 "${BASE_RPS[$h]}")" 0.50 ge
+  target "3. SQLite, durable deletes/s at $h connections" "$(lookup sqlite 3. "$h" 4)" 5000 ge
+  target "4. SQLite, admin list of $KEYS keys, ms to last byte" "$(lookup sqlite "4. admin list of" 1 4)" 300 le
+  target "4. SQLite, peak RSS growth, MiB" "$(lookup sqlite "4. admin list, peak" 1 4)" 50 le
+  target "5. SQLite, pgutil apikeys delete, median ms" "$(lookup sqlite 5. 1 4)" 10 le
+  target "6. SQLite, start with an empty database, ms" "$(lookup sqlite "6. start, empty" - 4)" 100 le
+  target "6. SQLite, start with $KEYS keys, ms" "$(lookup sqlite "6. start, $KEYS" - 4)" 300 le
+}
+
+report() {
+  echo "# Benchmarks"
+  echo
+  echo "Written by \`bench/run.sh\` (see the README's Benchmarks section). Ratios are to the"
+  echo "bare axum baseline measured in the same run at the same connection count."
+  echo
+  machine_header
+  echo
+  echo "## Targets"
+  echo
+  targets_table
+  echo
+  echo "## Results"
+  echo
+  echo "wrk runs last ${DURATION} s; 1 connection uses 1 wrk thread, $CONNS_HIGH connections use 2."
+  echo
+  result_table
+}
+
+# ---------------------------------------------------------------------- main
+
+main() {
+  LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+  install_tools
+  build
+  rm -rf "$WORK"
+  mkdir -p "$WORK"
+  : >"$RESULTS"
+  declare -gA BASE_RPS=() BASE_P99=()
+  if [[ $MODE == smoke ]]; then
+    CONN_SET=("$CONNS_HIGH")
+  else
+    CONN_SET=("$CONNS_LOW" "$CONNS_HIGH")
+  fi
+
+  SEED_SQLITE=$WORK/seed-sqlite
+  local sqlite_dir=$WORK/sqlite-data sqlite_url
+  mkdir -p "$sqlite_dir"
+  sqlite_url="sqlite://$sqlite_dir/latchkey.db"
+  seed "$sqlite_url" "$SEED_SQLITE"
+
+  bench_baseline start
+  run_backend sqlite "$sqlite_url" "$sqlite_dir" "$SEED_SQLITE"
+
+  if [[ -n $PG_ADMIN_URL && $MODE == full ]]; then
+    local pg_url pg_dir=$WORK/postgres-data
+    mkdir -p "$pg_dir"
+    pg_create main
+    pg_url=$PG_URL
+    seed "$pg_url" "$WORK/seed-postgres"
+    run_backend postgres "$pg_url" "$pg_dir" "$WORK/seed-postgres"
+  elif [[ $MODE == full ]]; then
+    say "LATCHKEY_TEST_POSTGRES_URL is unset: PostgreSQL not measured"
+  fi
+
+  if [[ $MODE == full ]]; then
+    bench_baseline end
+  fi
+
+  report >"$WORK/BENCHMARKS.md"
+  cat "$WORK/BENCHMARKS.md"
+  if ((FAILED)); then
+    die "at least one scenario failed (see the errors above); BENCHMARKS.md not written"
+  fi
+  if [[ $MODE == full ]]; then
+    cp "$WORK/BENCHMARKS.md" "$ROOT/BENCHMARKS.md"
+    say "wrote BENCHMARKS.md"
+  fi
+}
+
+main
