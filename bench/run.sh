@@ -132,6 +132,12 @@ stop_server() {
   done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  # Forget it, so that the exit trap never signals a reused pid.
+  local kept=() p
+  for p in "${PIDS[@]}"; do
+    [[ $p == "$pid" ]] || kept+=("$p")
+  done
+  PIDS=("${kept[@]}")
 }
 
 
