@@ -26,7 +26,7 @@ use crate::http::limiter::LimiterConfig;
 use crate::http::{router, App, Limits};
 use crate::keys::{Digester, ADMINISTRATORS};
 use crate::secrets::{write_private, Secrets};
-use crate::store::{self, Store, UserChange};
+use crate::store::{self, CachedStore, Store, UserChange};
 
 const ADMIN_PASSWORD_FILE: &str = "initial-admin-password";
 
@@ -44,9 +44,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| store::sqlite_url_for(data_dir));
+    // SQLite is written by this process alone (the lock makes sure of it), so
+    // its reads can be cached coherently; PostgreSQL nodes share the database
+    // and read it on every request.
+    let sqlite_lock = sqlite_process_lock(&url)?;
     let store = store::open(&url)
         .await
         .context("cannot open the database")?;
+    let store: Arc<dyn Store> = if sqlite_lock.is_some() {
+        Arc::new(CachedStore::new(store))
+    } else {
+        store
+    };
     create_first_admin(store.as_ref(), data_dir).await?;
 
     let app = Arc::new(App {
@@ -152,6 +161,35 @@ async fn shutdown_signal() {
         }
         Err(_) => {
             let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// For an SQLite URL, an exclusive lock on `<database>.lock`, held while the
+/// server runs: a second process on the same file would bypass the cache.
+fn sqlite_process_lock(url: &str) -> anyhow::Result<Option<fs::File>> {
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Ok(None);
+    };
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path == ":memory:" {
+        return Ok(None);
+    }
+    let lock_path = format!("{path}.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open the lock file {lock_path}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another latchkey process is using {path}; an SQLite database serves one process (use PostgreSQL for several nodes)"
+        ),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(anyhow::Error::new(e).context(format!("cannot lock {lock_path}")))
         }
     }
 }

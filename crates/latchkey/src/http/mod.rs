@@ -111,7 +111,22 @@ async fn limit_head(req: Request, next: Next) -> Response {
             format!("the request headers are larger than {MAX_HEADER_BYTES} bytes"),
         );
     }
+    let declared_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_body.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return body_too_large();
+    }
     next.run(req).await
+}
+
+fn body_too_large() -> Response {
+    error::text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+    )
 }
 
 /// Refuses a request at once with 503 when `max_in_flight` are being served.
@@ -280,10 +295,7 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
         .await
         .map_err(|e| {
             if caused_by::<http_body_util::LengthLimitError>(&e) {
-                error::text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body is larger than {MAX_BODY_BYTES} bytes"),
-                )
+                body_too_large()
             } else if caused_by::<tower_http::timeout::TimeoutError>(&e) {
                 error::text(
                     StatusCode::REQUEST_TIMEOUT,

@@ -4,6 +4,7 @@
 //! [`KeyDigest`]s; a delete or a user deletion is committed before the call
 //! returns, so a `200` built on it is durable.
 
+mod cache;
 mod postgres;
 mod sqlite;
 
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use proget_api::{ApiKeyType, Logging, PackagePermission, SystemApi};
 use time::OffsetDateTime;
 
+pub use cache::CachedStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

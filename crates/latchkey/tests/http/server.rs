@@ -296,3 +296,19 @@ fn a_newer_schema_refuses_to_start_with_a_clear_message(backend: Backend) {
     assert!(log.contains("99999"), "and which version it found:\n{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn a_second_server_on_the_same_sqlite_database_is_refused() {
+    let s = TestServer::start(Backend::Sqlite);
+    let out = std::process::Command::new(crate::common::latchkey_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&s.data_dir)
+        .env("LATCHKEY_SECRET", crate::common::TEST_SECRET)
+        .env_remove("LATCHKEY_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another latchkey process is using"), "{stderr}");
+    assert_eq!(s.list_keys(&s.admin()).status(), 200, "the first server is unaffected");
+}

@@ -1,0 +1,394 @@
+//! A read-through cache in front of a store that only this process writes
+//! (the embedded SQLite database), so that verifying a key, listing a user's
+//! keys and looking up a login cost no database round trip.
+//!
+//! Coherence: every write goes through this type, which invalidates after the
+//! inner store has committed and before it returns, so a `200` is only sent
+//! once no entry can serve the old state. A fill races with an invalidation
+//! only through the generation counter: a reader remembers the generation
+//! before reading the database and stores its result only if no invalidation
+//! happened meanwhile. Never use it where another process writes the same
+//! database (PostgreSQL nodes; the server locks the SQLite file).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+
+use super::{
+    name_key, KeyId, NewKey, Store, StoreError, StoredKey, User, UserChange, UserId, UserLogin,
+};
+use crate::keys::KeyDigest;
+
+/// Most entries of each kind before the cache starts over.
+const MAX_ENTRIES: usize = 200_000;
+/// Longest per-user key list worth caching.
+const MAX_CACHED_LIST: usize = 100;
+
+#[derive(Default)]
+struct State {
+    generation: u64,
+    keys: HashMap<KeyDigest, StoredKey>,
+    /// Where a key id appears, to invalidate by id.
+    placed: HashMap<KeyId, Placement>,
+    lists: HashMap<UserId, Vec<StoredKey>>,
+    logins: HashMap<String, UserLogin>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Placement {
+    digest: Option<KeyDigest>,
+    list_owner: Option<UserId>,
+}
+
+impl State {
+    fn forget_key(&mut self, id: KeyId) {
+        if let Some(p) = self.placed.remove(&id) {
+            if let Some(d) = p.digest {
+                self.keys.remove(&d);
+            }
+            if let Some(owner) = p.list_owner {
+                self.lists.remove(&owner);
+            }
+        }
+    }
+
+    fn make_room(&mut self) {
+        if self.keys.len() >= MAX_ENTRIES
+            || self.placed.len() >= MAX_ENTRIES
+            || self.lists.len() >= MAX_ENTRIES
+            || self.logins.len() >= MAX_ENTRIES
+        {
+            let generation = self.generation;
+            *self = State {
+                generation,
+                ..State::default()
+            };
+        }
+    }
+}
+
+/// A caching decorator over a [`Store`] that only this process writes.
+pub struct CachedStore {
+    inner: Arc<dyn Store>,
+    state: RwLock<State>,
+}
+
+impl CachedStore {
+    /// Wraps a store.
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        CachedStore {
+            inner,
+            state: RwLock::new(State::default()),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a
+        // way that matters (each update is a single insert or remove): recover.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Invalidates after a committed write.
+    fn invalidate(&self, change: impl FnOnce(&mut State)) {
+        let mut s = self.write();
+        s.generation += 1;
+        change(&mut s);
+    }
+
+    /// Stores a fill unless an invalidation happened since `generation`.
+    fn fill(&self, generation: u64, insert: impl FnOnce(&mut State)) {
+        let mut s = self.write();
+        if s.generation == generation {
+            s.make_room();
+            insert(&mut s);
+        }
+    }
+}
+
+#[async_trait]
+impl Store for CachedStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<StoredKey>, StoreError> {
+        let generation = {
+            let s = self.read();
+            if let Some(k) = s.keys.get(digest) {
+                return Ok(Some(k.clone()));
+            }
+            s.generation
+        };
+        let found = self.inner.key_by_digest(digest).await?;
+        if let Some(k) = &found {
+            self.fill(generation, |s| {
+                s.keys.insert(*digest, k.clone());
+                s.placed.entry(k.id).or_default().digest = Some(*digest);
+            });
+        }
+        Ok(found)
+    }
+
+    async fn key_by_id(&self, id: KeyId) -> Result<Option<StoredKey>, StoreError> {
+        self.inner.key_by_id(id).await
+    }
+
+    async fn list_keys(&self, owner: Option<UserId>) -> Result<Vec<StoredKey>, StoreError> {
+        let Some(user) = owner else {
+            return self.inner.list_keys(None).await;
+        };
+        let generation = {
+            let s = self.read();
+            if let Some(list) = s.lists.get(&user) {
+                return Ok(list.clone());
+            }
+            s.generation
+        };
+        let list = self.inner.list_keys(owner).await?;
+        if list.len() <= MAX_CACHED_LIST {
+            self.fill(generation, |s| {
+                for k in &list {
+                    s.placed.entry(k.id).or_default().list_owner = Some(user);
+                }
+                s.lists.insert(user, list.clone());
+            });
+        }
+        Ok(list)
+    }
+
+    async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
+        let owner = key.user_id;
+        let created = self.inner.create_key(key).await;
+        self.invalidate(|s| {
+            if let Some(user) = owner {
+                s.lists.remove(&user);
+            }
+        });
+        created
+    }
+
+    async fn replace_digest(&self, id: KeyId, digest: &KeyDigest) -> Result<(), StoreError> {
+        let done = self.inner.replace_digest(id, digest).await;
+        self.invalidate(|s| s.forget_key(id));
+        done
+    }
+
+    async fn delete_key(&self, id: KeyId) -> Result<bool, StoreError> {
+        let deleted = self.inner.delete_key(id).await;
+        self.invalidate(|s| s.forget_key(id));
+        deleted
+    }
+
+    async fn user_login(&self, name: &str) -> Result<Option<UserLogin>, StoreError> {
+        let name = name_key(name);
+        let generation = {
+            let s = self.read();
+            if let Some(login) = s.logins.get(&name) {
+                return Ok(Some(login.clone()));
+            }
+            s.generation
+        };
+        let found = self.inner.user_login(&name).await?;
+        if let Some(login) = &found {
+            self.fill(generation, |s| {
+                s.logins.insert(name, login.clone());
+            });
+        }
+        Ok(found)
+    }
+
+    async fn list_users(&self, search: Option<&str>) -> Result<Vec<User>, StoreError> {
+        self.inner.list_users(search).await
+    }
+
+    async fn create_user(&self, user: UserChange) -> Result<User, StoreError> {
+        // Nothing cached can mention a user that did not exist (only hits are cached).
+        self.inner.create_user(user).await
+    }
+
+    async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError> {
+        // Groups (administrator or not) and names are copied into cached keys: start over.
+        let updated = self.inner.update_user(change).await;
+        self.invalidate(|s| {
+            *s = State {
+                generation: s.generation,
+                ..State::default()
+            }
+        });
+        updated
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        let deleted = self.inner.delete_user(name).await;
+        self.invalidate(|s| {
+            *s = State {
+                generation: s.generation,
+                ..State::default()
+            }
+        });
+        deleted
+    }
+
+    async fn has_users(&self) -> Result<bool, StoreError> {
+        self.inner.has_users().await
+    }
+
+    async fn create_first_user(&self, user: UserChange) -> Result<bool, StoreError> {
+        self.inner.create_first_user(user).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Digester;
+    use crate::store::SqliteStore;
+    use proget_api::{ApiKeyType, Logging, SystemApi};
+
+    async fn open() -> (tempfile::TempDir, Arc<dyn Store>, CachedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let inner: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+        (dir, inner.clone(), CachedStore::new(inner))
+    }
+
+    fn system_key(digest: KeyDigest) -> NewKey {
+        NewKey {
+            digest,
+            key_type: ApiKeyType::System,
+            display_name: None,
+            description: None,
+            system_apis: vec![SystemApi::FullControl],
+            package_permissions: vec![],
+            feed: None,
+            feed_group: None,
+            expiration: None,
+            logging: Logging::None,
+            user_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deleted_key_is_gone_from_the_cache_when_delete_returns() {
+        let (_dir, _inner, cache) = open().await;
+        let digest = Digester::new(b"s").key("k");
+        let key = cache.create_key(system_key(digest)).await.unwrap();
+        assert!(cache.key_by_digest(&digest).await.unwrap().is_some());
+        assert!(cache.read().keys.contains_key(&digest), "the hit is cached");
+        assert!(cache.delete_key(key.id).await.unwrap());
+        assert_eq!(cache.key_by_digest(&digest).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_fill_that_raced_an_invalidation_is_dropped() {
+        let (_dir, inner, cache) = open().await;
+        let digest = Digester::new(b"s").key("k");
+        let key = inner.create_key(system_key(digest)).await.unwrap();
+        // A reader takes the generation and reads the key from the database...
+        let generation = cache.read().generation;
+        let stale = inner.key_by_digest(&digest).await.unwrap().unwrap();
+        // ...a delete commits and invalidates meanwhile...
+        assert!(cache.delete_key(key.id).await.unwrap());
+        // ...so the reader's late fill must not resurrect the key.
+        cache.fill(generation, |s| {
+            s.keys.insert(digest, stale.clone());
+        });
+        assert_eq!(cache.key_by_digest(&digest).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn user_changes_reach_cached_keys_and_logins() {
+        let (_dir, _inner, cache) = open().await;
+        let user = cache
+            .create_user(UserChange {
+                name: "Alice".into(),
+                groups: Some(vec![]),
+                password_hash: Some("h1".into()),
+                ..UserChange::default()
+            })
+            .await
+            .unwrap();
+        let digest = Digester::new(b"s").key("k");
+        let mut personal = system_key(digest);
+        personal.key_type = ApiKeyType::Personal;
+        personal.system_apis = vec![];
+        personal.user_id = Some(user.id);
+        cache.create_key(personal).await.unwrap();
+        assert_eq!(cache.list_keys(Some(user.id)).await.unwrap().len(), 1);
+        assert_eq!(
+            cache
+                .user_login("alice")
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            "h1"
+        );
+        let cached = cache.key_by_digest(&digest).await.unwrap().unwrap();
+        assert!(!cached.user.unwrap().is_admin());
+
+        cache
+            .update_user(UserChange {
+                name: "alice".into(),
+                groups: Some(vec!["Administrators".into()]),
+                password_hash: Some("h2".into()),
+                ..UserChange::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            cache
+                .user_login("ALICE")
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            "h2"
+        );
+        let cached = cache.key_by_digest(&digest).await.unwrap().unwrap();
+        assert!(
+            cached.user.unwrap().is_admin(),
+            "group changes reach cached keys"
+        );
+
+        cache.delete_user("alice").await.unwrap();
+        assert!(cache.user_login("alice").await.unwrap().is_none());
+        assert_eq!(cache.key_by_digest(&digest).await.unwrap(), None);
+        assert!(cache.list_keys(Some(user.id)).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_new_personal_key_appears_in_its_owners_cached_list() {
+        let (_dir, _inner, cache) = open().await;
+        let user = cache
+            .create_user(UserChange {
+                name: "bob".into(),
+                groups: Some(vec![]),
+                password_hash: Some("h".into()),
+                ..UserChange::default()
+            })
+            .await
+            .unwrap();
+        assert!(cache.list_keys(Some(user.id)).await.unwrap().is_empty());
+        let mut personal = system_key(Digester::new(b"s").key("k"));
+        personal.key_type = ApiKeyType::Personal;
+        personal.system_apis = vec![];
+        personal.user_id = Some(user.id);
+        let key = cache.create_key(personal).await.unwrap();
+        assert_eq!(
+            cache.list_keys(Some(user.id)).await.unwrap(),
+            vec![key.clone()]
+        );
+        cache.delete_key(key.id).await.unwrap();
+        assert!(cache.list_keys(Some(user.id)).await.unwrap().is_empty());
+    }
+}
