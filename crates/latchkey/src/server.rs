@@ -68,6 +68,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         digester: Digester::new(&secrets.current),
         custom_keys: args.custom_keys,
+        body_timeout: Duration::from_secs(args.body_timeout),
         limiter: LimiterConfig::build(args.auth_failure_limit, args.auth_block_seconds),
     });
     let listener = TcpListener::bind(&args.listen)
@@ -81,7 +82,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let limits = Limits {
         max_in_flight: args.max_in_flight.max(1),
-        body_timeout: Duration::from_secs(args.body_timeout),
     };
     serve_http(
         listener,

@@ -22,7 +22,6 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use error::{AppError, ErrorCause};
 
@@ -38,8 +37,6 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub struct Limits {
     /// Requests served at once; more get 503.
     pub max_in_flight: usize,
-    /// Longest pause while a request body arrives; then 408.
-    pub body_timeout: Duration,
 }
 
 /// What every handler shares.
@@ -52,6 +49,8 @@ pub struct App {
     pub digester: Digester,
     /// Whether create accepts a caller-chosen `key`.
     pub custom_keys: bool,
+    /// Longest time a client may take to send a request body; then 408.
+    pub body_timeout: Duration,
     /// Refuses addresses with too many failed authentications; `None` when disabled.
     pub limiter: Option<limiter::Limiter>,
 }
@@ -60,7 +59,7 @@ pub struct App {
 pub type AppState = Arc<App>;
 
 /// Builds the router: every route of the API, then the cross-cutting layers
-/// (outermost first: request log, load shedding, body time-out, panic catcher).
+/// (outermost first: request log, load shedding, head limits, panic catcher).
 pub fn router(app: AppState, limits: Limits) -> Router {
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     Router::new()
@@ -80,7 +79,6 @@ pub fn router(app: AppState, limits: Limits) -> Router {
                 .layer(middleware::from_fn(log_request))
                 .layer(middleware::from_fn_with_state(in_flight, shed_load))
                 .layer(middleware::from_fn(limit_head))
-                .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
 }
@@ -169,11 +167,13 @@ struct RequestNote(Arc<OnceLock<String>>);
 /// Logs one line per request (never the query string, which may hold a key)
 /// and gives every error response a `text/plain` body.
 async fn log_request(mut req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let path: String = req.uri().path().chars().take(200).collect();
-    let note = RequestNote::default();
-    req.extensions_mut().insert(note.clone());
+    // The request line is copied only when it will be logged.
+    let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
+        let note = RequestNote::default();
+        req.extensions_mut().insert(note.clone());
+        let path: String = req.uri().path().chars().take(200).collect();
+        (Instant::now(), req.method().clone(), path, note)
+    });
     let mut response = next.run(req).await;
     let status = response.status();
     if (status.is_client_error() || status.is_server_error())
@@ -187,19 +187,21 @@ async fn log_request(mut req: Request, next: Next) -> Response {
             .insert(header::CONTENT_TYPE, error::TEXT_PLAIN);
         response = Response::from_parts(parts, Body::from(reason));
     }
-    let cause = response
-        .extensions()
-        .get::<ErrorCause>()
-        .map(|c| c.0.as_str());
-    tracing::info!(
-        %method,
-        path,
-        status = status.as_u16(),
-        latency_us = start.elapsed().as_micros() as u64,
-        caller = note.0.get().map(String::as_str),
-        cause,
-        "request"
-    );
+    if let Some((start, method, path, note)) = logged {
+        let cause = response
+            .extensions()
+            .get::<ErrorCause>()
+            .map(|c| c.0.as_str());
+        tracing::info!(
+            %method,
+            path,
+            status = status.as_u16(),
+            latency_us = start.elapsed().as_micros() as u64,
+            caller = note.0.get().map(String::as_str),
+            cause,
+            "request"
+        );
+    }
     response
 }
 
@@ -244,7 +246,7 @@ impl FromRequest<AppState> for Caller {
         if let Some((limiter, ip)) = limited {
             limiter.check(ip).map_err(too_many_failures)?;
         }
-        let body = read_body(body).await?;
+        let body = read_body(body, app.body_timeout).await?;
         let query = parts.uri.query();
         let credential = extract_credential(&parts.headers, query, &body);
         let principal = match app.auth.authenticate(credential).await {
@@ -290,24 +292,23 @@ fn too_many_failures(wait: std::time::Duration) -> Response {
     response
 }
 
-async fn read_body(body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|e| {
-            if caused_by::<http_body_util::LengthLimitError>(&e) {
-                body_too_large()
-            } else if caused_by::<tower_http::timeout::TimeoutError>(&e) {
-                error::text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the request body did not arrive in time".into(),
-                )
-            } else {
-                error::text(
-                    StatusCode::BAD_REQUEST,
-                    "cannot read the request body".into(),
-                )
-            }
-        })
+async fn read_body(body: Body, limit: Duration) -> Result<Bytes, Response> {
+    if axum::body::HttpBody::is_end_stream(&body) {
+        // No body (most GETs): nothing to read, no timer to arm.
+        return Ok(Bytes::new());
+    }
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) if caused_by::<http_body_util::LengthLimitError>(&e) => Err(body_too_large()),
+        Ok(Err(_)) => Err(error::text(
+            StatusCode::BAD_REQUEST,
+            "cannot read the request body".into(),
+        )),
+        Err(_) => Err(error::text(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time".into(),
+        )),
+    }
 }
 
 /// Whether an error or any error in its source chain is a `T`
