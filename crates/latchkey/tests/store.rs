@@ -51,6 +51,7 @@ store_tests! {
     delete_key_is_true_once_then_false,
     sixteen_concurrent_deletes_of_one_id_succeed_exactly_once,
     list_keys_all_or_by_owner_ordered_by_id,
+    keys_after_pages_through_every_key_in_id_order,
     user_lookup_is_case_insensitive_and_keeps_spelling,
     user_names_are_unique_case_insensitively,
     list_users_is_ordered_and_searches_case_insensitively,
@@ -387,6 +388,33 @@ async fn sixteen_concurrent_deletes_of_one_id_succeed_exactly_once(ctx: Ctx) {
         }
         assert_eq!(successes, 1, "round {round}");
     }
+}
+
+async fn keys_after_pages_through_every_key_in_id_order(ctx: Ctx) {
+    let alice = ctx.store.create_user(new_user("alice")).await.unwrap();
+    let mut created = Vec::new();
+    for i in 0..7 {
+        let key = if i % 2 == 0 {
+            system_key(&format!("s{i}"))
+        } else {
+            personal_key(&format!("p{i}"), alice.id)
+        };
+        created.push(ctx.store.create_key(key).await.unwrap());
+    }
+    ctx.store.delete_key(created[3].id).await.unwrap();
+    created.remove(3);
+
+    let mut paged = Vec::new();
+    let mut after = i32::MIN;
+    loop {
+        let page = ctx.store.keys_after(after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        paged.extend(page);
+    }
+    assert_eq!(paged, created, "every key once, in id order, owners joined");
+    assert!(ctx.store.keys_after(i32::MAX, 10).await.unwrap().is_empty());
 }
 
 async fn list_keys_all_or_by_owner_ordered_by_id(ctx: Ctx) {

@@ -1,13 +1,16 @@
 //! The API-key endpoints: create, list, delete.
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use proget_api::{ApiKeyInfo, ApiKeyType};
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 
 use super::{empty_ok, json_ok, AppError, AppState, Caller};
 use crate::keys::{self, key_access, may_create, may_manage, parse_id, KeyAccess};
-use crate::store::{NewKey, StoreError, StoredKey};
+use crate::store::{KeyId, NewKey, StoreError, StoredKey};
 
 /// Handles the `POST /api/api-keys/create` route.
 pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
@@ -65,7 +68,7 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
 /// Handles the `GET /api/api-keys/list` route.
 pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     let keys = match key_access(&caller.principal) {
-        KeyAccess::All => app.store.list_keys(None).await?,
+        KeyAccess::All => return list_all(app).await,
         KeyAccess::OwnPersonal(user) => app.store.list_keys(Some(user)).await?,
         KeyAccess::None => {
             return Err(AppError::not_authorized(
@@ -75,6 +78,65 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
     };
     let infos: Vec<ApiKeyInfo> = keys.into_iter().map(to_info).collect();
     json_ok(&infos)
+}
+
+/// Keys per page of a full listing.
+const PAGE: u32 = 1000;
+
+/// Streams every key as one JSON array, a page at a time, so that memory
+/// stays flat however many keys there are. The first page is read before the
+/// response starts, so that an unavailable database is still a clean 500; a
+/// failure later can only cut the body short (and is logged).
+async fn list_all(app: AppState) -> Result<Response, AppError> {
+    let first = app.store.keys_after(KeyId::MIN, PAGE).await?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let mut page = first;
+        let mut json = b"[".to_vec();
+        let mut first_item = true;
+        loop {
+            let last = page.last().map(|k| k.id);
+            let full = page.len() == PAGE as usize;
+            for key in page {
+                if !first_item {
+                    json.push(b',');
+                }
+                first_item = false;
+                if let Err(e) = serde_json::to_writer(&mut json, &to_info(key)) {
+                    tracing::error!(error = %e, "cannot write a key of the listing");
+                }
+            }
+            let (Some(after), true) = (last, full) else {
+                break;
+            };
+            if tx
+                .send(Ok(Bytes::from(std::mem::take(&mut json))))
+                .await
+                .is_err()
+            {
+                return; // the client went away
+            }
+            page = match app.store.keys_after(after, PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let id = super::error::new_error_id();
+                    tracing::error!(error_id = %id, error = ?e, "key listing failed mid-stream");
+                    let _ = tx.send(Err(std::io::Error::other("listing failed"))).await;
+                    return;
+                }
+            };
+        }
+        json.push(b']');
+        let _ = tx.send(Ok(Bytes::from(json))).await;
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }));
+    Ok((
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response())
 }
 
 /// Handles the `POST /api/api-keys/delete?id=N` route.

@@ -161,6 +161,10 @@ impl Store for CachedStore {
         Ok(list)
     }
 
+    async fn keys_after(&self, after: KeyId, limit: u32) -> Result<Vec<StoredKey>, StoreError> {
+        self.inner.keys_after(after, limit).await
+    }
+
     async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
         let owner = key.user_id;
         let created = self.inner.create_key(key).await;

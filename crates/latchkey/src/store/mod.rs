@@ -170,6 +170,9 @@ pub trait Store: Send + Sync + 'static {
     async fn key_by_id(&self, id: KeyId) -> Result<Option<StoredKey>, StoreError>;
     /// All keys ordered by id, or only the personal keys of one user.
     async fn list_keys(&self, owner: Option<UserId>) -> Result<Vec<StoredKey>, StoreError>;
+    /// Up to `limit` keys of any owner with ids above `after`, ordered by id:
+    /// one page of a listing too large to hold at once.
+    async fn keys_after(&self, after: KeyId, limit: u32) -> Result<Vec<StoredKey>, StoreError>;
     /// Stores a new key; [`StoreError::DuplicateKey`] when the digest exists.
     async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError>;
     /// Stores a key's digest under the current installation secret (after a rotation).

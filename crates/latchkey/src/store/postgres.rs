@@ -147,6 +147,17 @@ impl Store for PostgresStore {
         rows.into_iter().map(StoredKey::try_from).collect()
     }
 
+    async fn keys_after(&self, after: KeyId, limit: u32) -> Result<Vec<StoredKey>, StoreError> {
+        let rows: Vec<KeyRow> = sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS} WHERE k.id > $1 ORDER BY k.id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(StoredKey::try_from).collect()
+    }
+
     async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query_scalar::<_, i32>(

@@ -172,6 +172,17 @@ impl Store for SqliteStore {
         rows.into_iter().map(StoredKey::try_from).collect()
     }
 
+    async fn keys_after(&self, after: KeyId, limit: u32) -> Result<Vec<StoredKey>, StoreError> {
+        let rows: Vec<KeyRow> = sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS} WHERE k.id > ? ORDER BY k.id LIMIT ?"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(StoredKey::try_from).collect()
+    }
+
     async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
         let mut tx = self.writer.begin().await?;
         let inserted = sqlx::query_scalar::<_, i32>(

@@ -12,6 +12,7 @@ mod hostile;
 mod keys;
 mod limiter;
 mod limits;
+mod listing;
 mod redaction;
 mod rotation;
 mod server;
