@@ -309,6 +309,13 @@ fn a_second_server_on_the_same_sqlite_database_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("another latchkey process is using"), "{stderr}");
-    assert_eq!(s.list_keys(&s.admin()).status(), 200, "the first server is unaffected");
+    assert!(
+        stderr.contains("another latchkey process is using"),
+        "{stderr}"
+    );
+    assert_eq!(
+        s.list_keys(&s.admin()).status(),
+        200,
+        "the first server is unaffected"
+    );
 }
