@@ -59,7 +59,8 @@ pub struct App {
 pub type AppState = Arc<App>;
 
 /// Builds the router: every route of the API, then the cross-cutting layers
-/// (outermost first: request log, load shedding, head limits, panic catcher).
+/// (outermost first: `front_door` — request log, head limits, load shedding —
+/// then the panic catcher).
 pub fn router(app: AppState, limits: Limits) -> Router {
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     Router::new()
@@ -76,9 +77,7 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         .with_state(app)
         .layer(
             ServiceBuilder::new()
-                .layer(middleware::from_fn(log_request))
-                .layer(middleware::from_fn_with_state(in_flight, shed_load))
-                .layer(middleware::from_fn(limit_head))
+                .layer(middleware::from_fn_with_state(in_flight, front_door))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
 }
@@ -89,14 +88,33 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// only checked while a head is incomplete, so a large head read at once passes it.)
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// Refuses oversized request targets and headers before any other work.
-async fn limit_head(req: Request, next: Next) -> Response {
+/// What every request passes first, in one layer (each layer costs a boxed
+/// future per request): the request log around everything, then oversized
+/// heads refused, then load shedding.
+async fn front_door(
+    State(in_flight): State<Arc<Semaphore>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let logged = start_log(&mut req);
+    let response = match oversized_head(&req) {
+        Some(refusal) => refusal,
+        None => match in_flight.try_acquire_owned() {
+            Ok(_permit) => next.run(req).await,
+            Err(_) => overloaded(),
+        },
+    };
+    finish_log(response, logged)
+}
+
+/// Refuses oversized request targets, headers and declared bodies.
+fn oversized_head(req: &Request) -> Option<Response> {
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > MAX_URI_BYTES {
-        return error::text(
+        return Some(error::text(
             StatusCode::URI_TOO_LONG,
             format!("the request target is longer than {MAX_URI_BYTES} bytes"),
-        );
+        ));
     }
     let header_len: usize = req
         .headers()
@@ -104,20 +122,19 @@ async fn limit_head(req: Request, next: Next) -> Response {
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
     if header_len > MAX_HEADER_BYTES {
-        return error::text(
+        return Some(error::text(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!("the request headers are larger than {MAX_HEADER_BYTES} bytes"),
-        );
+        ));
     }
     let declared_body = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared_body.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return body_too_large();
-    }
-    next.run(req).await
+    declared_body
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+        .then(body_too_large)
 }
 
 fn body_too_large() -> Response {
@@ -127,15 +144,8 @@ fn body_too_large() -> Response {
     )
 }
 
-/// Refuses a request at once with 503 when `max_in_flight` are being served.
-/// The semaphore is shared by every route (a per-route limit would not bound the server).
-async fn shed_load(State(in_flight): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
-    match in_flight.try_acquire_owned() {
-        Ok(_permit) => next.run(req).await,
-        Err(_) => overloaded(),
-    }
-}
-
+/// `503` once `max_in_flight` requests are being served (the semaphore is
+/// shared by every route: a per-route limit would not bound the server).
 fn overloaded() -> Response {
     let mut r = error::text(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -164,17 +174,21 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 #[derive(Clone, Default)]
 struct RequestNote(Arc<OnceLock<String>>);
 
-/// Logs one line per request (never the query string, which may hold a key)
-/// and gives every error response a `text/plain` body.
-async fn log_request(mut req: Request, next: Next) -> Response {
-    // The request line is copied only when it will be logged.
-    let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
+/// What the request log needs from a request, taken only when it will be logged.
+type LogStart = Option<(Instant, axum::http::Method, String, RequestNote)>;
+
+fn start_log(req: &mut Request) -> LogStart {
+    tracing::enabled!(tracing::Level::INFO).then(|| {
         let note = RequestNote::default();
         req.extensions_mut().insert(note.clone());
         let path: String = req.uri().path().chars().take(200).collect();
         (Instant::now(), req.method().clone(), path, note)
-    });
-    let mut response = next.run(req).await;
+    })
+}
+
+/// Gives a bodiless error a `text/plain` body, then logs one line for the
+/// request (never the query string, which may hold a key).
+fn finish_log(mut response: Response, logged: LogStart) -> Response {
     let status = response.status();
     if (status.is_client_error() || status.is_server_error())
         && !response.headers().contains_key(header::CONTENT_TYPE)
