@@ -99,7 +99,7 @@ impl SqliteStore {
         let readers = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
-            .connect_with(options.read_only(true))
+            .connect_with(options.read_only(true).row_buffer_size(1024))
             .await
             .map_err(|e| anyhow::Error::new(e).context("cannot open the SQLite database"))?;
         let (deletes, queue) = mpsc::channel(4 * MAX_DELETE_BATCH);
