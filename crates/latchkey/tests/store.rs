@@ -52,6 +52,7 @@ store_tests! {
     sixteen_concurrent_deletes_of_one_id_succeed_exactly_once,
     list_keys_all_or_by_owner_ordered_by_id,
     keys_after_pages_through_every_key_in_id_order,
+    json_pages_match_the_wire_serialisation_of_every_kind_of_key,
     user_lookup_is_case_insensitive_and_keeps_spelling,
     user_names_are_unique_case_insensitively,
     list_users_is_ordered_and_searches_case_insensitively,
@@ -415,6 +416,75 @@ async fn keys_after_pages_through_every_key_in_id_order(ctx: Ctx) {
     }
     assert_eq!(paged, created, "every key once, in id order, owners joined");
     assert!(ctx.store.keys_after(i32::MAX, 10).await.unwrap().is_empty());
+}
+
+async fn json_pages_match_the_wire_serialisation_of_every_kind_of_key(ctx: Ctx) {
+    let alice = ctx.store.create_user(new_user("Alice")).await.unwrap();
+    let when = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+    let odd_text = "quote \" backslash \\ tab\t control\u{1} é ✓ </script>".to_owned();
+    let keys = [
+        system_key("full"),
+        NewKey {
+            system_apis: vec![SystemApi::Feeds, SystemApi::Sca, SystemApi::SbomUpload],
+            display_name: Some(odd_text.clone()),
+            description: Some(odd_text.clone()),
+            expiration: Some(when),
+            logging: Logging::Both,
+            ..system_key("limited")
+        },
+        NewKey {
+            key_type: ApiKeyType::Feed,
+            system_apis: vec![],
+            package_permissions: vec![PackagePermission::View, PackagePermission::Delete],
+            feed: Some("public-npm".into()),
+            logging: Logging::Request,
+            ..system_key("feed")
+        },
+        NewKey {
+            key_type: ApiKeyType::Feed,
+            system_apis: vec![],
+            package_permissions: vec![
+                PackagePermission::View,
+                PackagePermission::Add,
+                PackagePermission::Promote,
+                PackagePermission::Delete,
+            ],
+            feed_group: Some("group".into()),
+            logging: Logging::Response,
+            ..system_key("group")
+        },
+        personal_key("personal", alice.id),
+    ];
+    for key in keys {
+        ctx.store.create_key(key).await.unwrap();
+    }
+    let expected: Vec<serde_json::Value> = ctx
+        .store
+        .keys_after(i32::MIN, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| serde_json::to_value(proget_api::ApiKeyInfo::from(k)).unwrap())
+        .collect();
+    assert_eq!(expected.len(), 5);
+
+    let mut listed = Vec::new();
+    let mut after = i32::MIN;
+    loop {
+        let page = ctx.store.key_page_json(after, 2).await.unwrap();
+        assert!(page.count <= 2);
+        let Some(last) = page.last else {
+            assert_eq!((page.count, page.items.as_str()), (0, ""));
+            break;
+        };
+        let items: Vec<serde_json::Value> =
+            serde_json::from_str(&format!("[{}]", page.items)).expect("valid JSON objects");
+        assert_eq!(items.len(), page.count);
+        assert_eq!(items.last().unwrap()["id"], last);
+        after = last;
+        listed.extend(items);
+    }
+    assert_eq!(listed, expected, "the page JSON is the wire serialisation");
 }
 
 async fn list_keys_all_or_by_owner_ordered_by_id(ctx: Ctx) {

@@ -4,13 +4,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use proget_api::{ApiKeyInfo, ApiKeyType};
+use proget_api::ApiKeyInfo;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::{empty_ok, json_ok, AppError, AppState, Caller};
 use crate::keys::{self, key_access, may_create, may_manage, parse_id, KeyAccess};
-use crate::store::{KeyId, NewKey, StoreError, StoredKey};
+use crate::store::{KeyId, NewKey, StoreError};
 
 /// Handles the `POST /api/api-keys/create` route.
 pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
@@ -61,7 +61,7 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
     tracing::info!(key_id = stored.id, key_type = %stored.key_type, "api key created");
     json_ok(&ApiKeyInfo {
         key: Some(key_text),
-        ..to_info(stored)
+        ..ApiKeyInfo::from(stored)
     })
 }
 
@@ -76,7 +76,7 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
             ))
         }
     };
-    let infos: Vec<ApiKeyInfo> = keys.into_iter().map(to_info).collect();
+    let infos: Vec<ApiKeyInfo> = keys.into_iter().map(ApiKeyInfo::from).collect();
     json_ok(&infos)
 }
 
@@ -88,25 +88,21 @@ const PAGE: u32 = 1000;
 /// response starts, so that an unavailable database is still a clean 500; a
 /// failure later can only cut the body short (and is logged).
 async fn list_all(app: AppState) -> Result<Response, AppError> {
-    let first = app.store.keys_after(KeyId::MIN, PAGE).await?;
+    let first = app.store.key_page_json(KeyId::MIN, PAGE).await?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     tokio::spawn(async move {
         let mut page = first;
-        let mut json = b"[".to_vec();
-        let mut first_item = true;
+        let mut json = String::from("[");
+        let mut any = false;
         loop {
-            let last = page.last().map(|k| k.id);
-            let full = page.len() == PAGE as usize;
-            for key in page {
-                if !first_item {
-                    json.push(b',');
+            if !page.items.is_empty() {
+                if any {
+                    json.push(',');
                 }
-                first_item = false;
-                if let Err(e) = serde_json::to_writer(&mut json, &to_info(key)) {
-                    tracing::error!(error = %e, "cannot write a key of the listing");
-                }
+                json.push_str(&page.items);
+                any = true;
             }
-            let (Some(after), true) = (last, full) else {
+            let (Some(after), true) = (page.last, page.count == PAGE as usize) else {
                 break;
             };
             if tx
@@ -116,7 +112,7 @@ async fn list_all(app: AppState) -> Result<Response, AppError> {
             {
                 return; // the client went away
             }
-            page = match app.store.keys_after(after, PAGE).await {
+            page = match app.store.key_page_json(after, PAGE).await {
                 Ok(p) => p,
                 Err(e) => {
                     let id = super::error::new_error_id();
@@ -126,7 +122,7 @@ async fn list_all(app: AppState) -> Result<Response, AppError> {
                 }
             };
         }
-        json.push(b']');
+        json.push(']');
         let _ = tx.send(Ok(Bytes::from(json))).await;
     });
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
@@ -165,22 +161,4 @@ pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Respo
     }
     tracing::info!(key_id = id, "api key deleted");
     Ok(empty_ok())
-}
-
-/// The wire form of a stored key (never with key text).
-fn to_info(k: StoredKey) -> ApiKeyInfo {
-    ApiKeyInfo {
-        id: Some(k.id),
-        key_type: Some(k.key_type),
-        key: None,
-        display_name: k.display_name,
-        description: k.description,
-        system_apis: (k.key_type == ApiKeyType::System).then_some(k.system_apis),
-        package_permissions: (k.key_type == ApiKeyType::Feed).then_some(k.package_permissions),
-        feed: k.feed,
-        feed_group: k.feed_group,
-        expiration: k.expiration.map(proget_api::Expiration),
-        logging: Some(k.logging),
-        user: k.user.map(|u| u.name),
-    }
 }

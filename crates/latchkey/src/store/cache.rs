@@ -16,7 +16,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 
 use super::{
-    name_key, KeyId, NewKey, Store, StoreError, StoredKey, User, UserChange, UserId, UserLogin,
+    name_key, JsonPage, KeyId, NewKey, Store, StoreError, StoredKey, User, UserChange, UserId,
+    UserLogin,
 };
 use crate::keys::KeyDigest;
 
@@ -163,6 +164,10 @@ impl Store for CachedStore {
 
     async fn keys_after(&self, after: KeyId, limit: u32) -> Result<Vec<StoredKey>, StoreError> {
         self.inner.keys_after(after, limit).await
+    }
+
+    async fn key_page_json(&self, after: KeyId, limit: u32) -> Result<JsonPage, StoreError> {
+        self.inner.key_page_json(after, limit).await
     }
 
     async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {

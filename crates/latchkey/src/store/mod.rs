@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use proget_api::{ApiKeyType, Logging, PackagePermission, SystemApi};
+use proget_api::{ApiKeyInfo, ApiKeyType, Logging, PackagePermission, SystemApi};
 use time::OffsetDateTime;
 
 pub use cache::CachedStore;
@@ -114,6 +114,37 @@ pub struct StoredKey {
     pub user: Option<User>,
 }
 
+/// One page of a listing, as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonPage {
+    /// The keys' JSON objects, comma-separated (no brackets).
+    pub items: String,
+    /// The id of the page's last key; `None` for an empty page.
+    pub last: Option<KeyId>,
+    /// How many keys the page holds.
+    pub count: usize,
+}
+
+impl From<StoredKey> for ApiKeyInfo {
+    /// The wire form of a stored key (never with key text).
+    fn from(k: StoredKey) -> Self {
+        ApiKeyInfo {
+            id: Some(k.id),
+            key_type: Some(k.key_type),
+            key: None,
+            display_name: k.display_name,
+            description: k.description,
+            system_apis: (k.key_type == ApiKeyType::System).then_some(k.system_apis),
+            package_permissions: (k.key_type == ApiKeyType::Feed).then_some(k.package_permissions),
+            feed: k.feed,
+            feed_group: k.feed_group,
+            expiration: k.expiration.map(proget_api::Expiration),
+            logging: Some(k.logging),
+            user: k.user.map(|u| u.name),
+        }
+    }
+}
+
 /// A key to be created.
 #[derive(Debug, Clone)]
 pub struct NewKey {
@@ -173,6 +204,26 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` keys of any owner with ids above `after`, ordered by id:
     /// one page of a listing too large to hold at once.
     async fn keys_after(&self, after: KeyId, limit: u32) -> Result<Vec<StoredKey>, StoreError>;
+    /// The same page as [`keys_after`](Store::keys_after), already written as
+    /// the comma-separated JSON objects of a listing (never with key text).
+    /// SQLite overrides it to let the database write the JSON.
+    async fn key_page_json(&self, after: KeyId, limit: u32) -> Result<JsonPage, StoreError> {
+        let keys = self.keys_after(after, limit).await?;
+        let mut page = JsonPage {
+            last: keys.last().map(|k| k.id),
+            count: keys.len(),
+            ..JsonPage::default()
+        };
+        for (i, key) in keys.into_iter().enumerate() {
+            if i > 0 {
+                page.items.push(',');
+            }
+            let json = serde_json::to_string(&ApiKeyInfo::from(key))
+                .map_err(|e| StoreError::Other(e.into()))?;
+            page.items.push_str(&json);
+        }
+        Ok(page)
+    }
     /// Stores a new key; [`StoreError::DuplicateKey`] when the digest exists.
     async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError>;
     /// Stores a key's digest under the current installation secret (after a rotation).
