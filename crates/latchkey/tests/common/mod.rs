@@ -280,6 +280,28 @@ impl TestServer {
         self.options.database_url.clone()
     }
 
+    /// Runs one SQL statement on the server's database behind its back.
+    pub fn execute_sql(&self, sql: &str) {
+        match &self.options.database_url {
+            Some(url) => pg_execute(url, sql),
+            None => {
+                use sqlx::{Connection, Executor};
+                let url = format!("sqlite://{}", self.data_dir.join("latchkey.db").display());
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                    c.execute(sql)
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                    c.close().await.unwrap();
+                });
+            }
+        }
+    }
+
     /// The full URL of a path (with query).
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::both_backends;
 use crate::common::{
-    client, full_control, latchkey_bin, pg_execute, post_json, wait_with_timeout, Backend, Options,
-    TestServer, ADMIN_PASSWORD,
+    client, full_control, latchkey_bin, post_json, wait_with_timeout, Backend, Options, TestServer,
+    ADMIN_PASSWORD,
 };
 
 both_backends!(
@@ -256,37 +256,14 @@ fn a_bad_database_url_scheme_exits_nonzero_with_one_clear_line() {
 fn a_newer_schema_refuses_to_start_with_a_clear_message(backend: Backend) {
     let mut s = TestServer::start(backend);
     s.kill();
-    match backend {
-        Backend::Sqlite => {
-            let sql = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-                       VALUES (99999, 'from the future', 1, x'00', 0)";
-            let db = s.data_dir.join("latchkey.db");
-            let status = Command::new("sqlite3").arg(&db).arg(sql).status();
-            if !matches!(status, Ok(st) if st.success()) {
-                use sqlx::{Connection, Executor};
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    let url = format!("sqlite://{}", db.display());
-                    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                    c.execute(sql).await.unwrap();
-                    c.close().await.unwrap();
-                });
-            }
-        }
-        Backend::Postgres => {
-            let url = s
-                .database_url()
-                .expect("postgres test server has a database URL");
-            pg_execute(
-                &url,
-                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-                 VALUES (99999, 'from the future', true, '\\x00'::bytea, 0)",
-            );
-        }
-    }
+    let future = match backend {
+        Backend::Sqlite => "1, x'00'",
+        Backend::Postgres => "true, '\\x00'::bytea",
+    };
+    s.execute_sql(&format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99999, 'from the future', {future}, 0)"
+    ));
     let (status, log) = s.restart_expecting_failure();
     assert!(!status.success(), "{status:?}");
     assert!(
