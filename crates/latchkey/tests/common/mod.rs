@@ -92,26 +92,9 @@ impl Drop for TestDatabase {
     }
 }
 
-/// Runs one SQL statement on a PostgreSQL URL (panics on failure: tests must not skip silently).
-pub fn pg_execute(url: &str, sql: &str) {
-    use sqlx::{Connection, Executor};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut conn = sqlx::PgConnection::connect(url)
-            .await
-            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}"));
-        conn.execute(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let _ = conn.close().await;
-    });
-}
-
-/// Runs a `SELECT count(*) …` on a PostgreSQL URL.
-pub fn pg_count(url: &str, sql: &str) -> i64 {
+/// Connects to a PostgreSQL URL, runs `work` on the connection and closes it
+/// (panics when unreachable: tests must not skip silently).
+fn on_postgres<T>(url: &str, work: impl AsyncFnOnce(&mut sqlx::PgConnection) -> T) -> T {
     use sqlx::Connection;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -121,12 +104,29 @@ pub fn pg_count(url: &str, sql: &str) -> i64 {
         let mut conn = sqlx::PgConnection::connect(url)
             .await
             .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}"));
-        let n: i64 = sqlx::query_scalar(sql)
-            .fetch_one(&mut conn)
+        let out = work(&mut conn).await;
+        let _ = conn.close().await;
+        out
+    })
+}
+
+/// Runs one SQL statement on a PostgreSQL URL.
+pub fn pg_execute(url: &str, sql: &str) {
+    use sqlx::Executor;
+    on_postgres(url, async |conn| {
+        conn.execute(sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let _ = conn.close().await;
-        n
+    });
+}
+
+/// Runs a `SELECT count(*) …` on a PostgreSQL URL.
+pub fn pg_count(url: &str, sql: &str) -> i64 {
+    on_postgres(url, async |conn| {
+        sqlx::query_scalar(sql)
+            .fetch_one(conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     })
 }
 
