@@ -198,6 +198,11 @@ impl Authenticator {
         }
     }
 
+    /// Digests under the current installation secret (new keys are stored with it).
+    pub fn digester(&self) -> &Digester {
+        &self.digester
+    }
+
     /// Verifies a credential.
     pub async fn authenticate(
         &self,

@@ -66,7 +66,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             secrets.previous.as_deref().map(Digester::new),
             args.pseudo_keys,
         ),
-        digester: Digester::new(&secrets.current),
         custom_keys: args.custom_keys,
         body_timeout: Duration::from_secs(args.body_timeout),
         limiter: LimiterConfig::build(args.auth_failure_limit, args.auth_block_seconds),

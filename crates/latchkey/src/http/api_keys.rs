@@ -37,7 +37,7 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
     };
     let key_text = valid.custom_key.clone().unwrap_or_else(keys::generate_key);
     let new = NewKey {
-        digest: app.digester.key(&key_text),
+        digest: app.auth.digester().key(&key_text),
         key_type: valid.key_type,
         display_name: valid.display_name,
         description: valid.description,

@@ -26,7 +26,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use error::{AppError, ErrorCause};
 
 use crate::auth::{extract_credential, AuthError, Authenticator};
-use crate::keys::{Digester, Principal};
+use crate::keys::Principal;
 use crate::store::Store;
 
 /// Largest request body accepted; larger is `413`.
@@ -45,8 +45,6 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Credential verification.
     pub auth: Authenticator,
-    /// Key digests under the installation secret.
-    pub digester: Digester,
     /// Whether create accepts a caller-chosen `key`.
     pub custom_keys: bool,
     /// Longest time a client may take to send a request body; then 408.
