@@ -2,7 +2,9 @@
 //! the documented order) and verified into a [`Principal`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -12,6 +14,7 @@ use rand::rngs::OsRng;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 
 use crate::keys::{checksum_ok, has_generated_shape, Digester, KeyDigest, Principal};
 use crate::store::{Store, StoreError, StoredKey};
@@ -156,9 +159,27 @@ pub enum AuthError {
     /// Pseudo-keys are switched off.
     #[error("pseudo-keys are disabled")]
     PseudoKeysDisabled,
+    /// Every password-hashing slot is taken and the queue is full.
+    #[error("password hashing is saturated")]
+    HashingBusy,
+    /// This client already has as many password checks in flight as it may.
+    #[error("too many password checks in flight from this client")]
+    TooManyHashes,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl AuthError {
+    /// Whether the failure says the credential was wrong (and so counts
+    /// against the client's address), rather than that the server could not
+    /// check it.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(
+            self,
+            AuthError::Store(_) | AuthError::HashingBusy | AuthError::TooManyHashes
+        )
+    }
 }
 
 /// Upper bound on cached logins; the cache is cleared when it is reached.
@@ -177,6 +198,7 @@ pub struct Authenticator {
     previous: Option<Digester>,
     pseudo_keys: bool,
     logins: RwLock<HashMap<KeyDigest, String>>,
+    hashing: HashPool,
 }
 
 impl Authenticator {
@@ -195,6 +217,7 @@ impl Authenticator {
             previous,
             pseudo_keys,
             logins: RwLock::new(HashMap::new()),
+            hashing: HashPool::new(HashPool::default_slots(), HASH_QUEUE_MAX, HASHES_PER_CLIENT),
         }
     }
 
@@ -203,16 +226,18 @@ impl Authenticator {
         &self.digester
     }
 
-    /// Verifies a credential.
+    /// Verifies a credential presented by `client` (its address, when known:
+    /// password checks are capped per client).
     pub async fn authenticate(
         &self,
         credential: Option<Credential>,
+        client: Option<IpAddr>,
     ) -> Result<Principal, AuthError> {
         match credential.ok_or(AuthError::Missing)? {
             Credential::Key(key) => self.verify_key(&key).await,
             Credential::PseudoKey { .. } if !self.pseudo_keys => Err(AuthError::PseudoKeysDisabled),
             Credential::PseudoKey { user, password } | Credential::Login { user, password } => {
-                self.verify_login(&user, &password).await
+                self.verify_login(&user, &password, client).await
             }
         }
     }
@@ -255,11 +280,18 @@ impl Authenticator {
         Ok(found)
     }
 
-    async fn verify_login(&self, name: &str, password: &str) -> Result<Principal, AuthError> {
+    async fn verify_login(
+        &self,
+        name: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
         let login = self.store.user_login(name).await?;
         let Some(login) = login else {
             // Spend the same time as a real check so that timing does not reveal which users exist.
-            let _ = verify_password(password.to_owned(), None).await;
+            self.hashing
+                .verify(client, password.to_owned(), None)
+                .await?;
             return Err(AuthError::BadLogin);
         };
         let digest = self.digester.login(name, password);
@@ -270,7 +302,15 @@ impl Authenticator {
         if cached == Some(true) {
             return Ok(Principal::User(login.user));
         }
-        if !verify_password(password.to_owned(), Some(login.password_hash.clone())).await {
+        let matches = self
+            .hashing
+            .verify(
+                client,
+                password.to_owned(),
+                Some(login.password_hash.clone()),
+            )
+            .await?;
+        if !matches {
             return Err(AuthError::BadLogin);
         }
         if let Ok(mut m) = self.logins.write() {
@@ -292,26 +332,163 @@ pub fn hash_password(password: &str) -> Result<String, anyhow::Error> {
         .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))
 }
 
-/// Verifies a password against a PHC string off the async threads; `None`
-/// verifies against a throw-away hash, to spend the same time.
-async fn verify_password(password: String, hash: Option<String>) -> bool {
-    static DUMMY_HASH: OnceLock<String> = OnceLock::new();
-    tokio::task::spawn_blocking(move || {
-        let hash = hash.unwrap_or_else(|| {
-            DUMMY_HASH
-                .get_or_init(|| hash_password("not a password").unwrap_or_default())
-                .clone()
+/// Password checks queued for a hashing slot at most; beyond, `HashingBusy`.
+const HASH_QUEUE_MAX: usize = 64;
+/// Password checks one client may have running or queued at once; more wait.
+const HASHES_PER_CLIENT: u32 = 2;
+/// Longest wait for a client's share of the pool; then `TooManyHashes`.
+const CLIENT_SHARE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs Argon2id verifications on a bounded number of blocking threads.
+///
+/// Each check needs 19 MiB while it runs, so an unbounded burst (for
+/// instance requests that hang up at once, whose checks still run) would
+/// allocate without limit. Here at most `slots` checks run at once, at most
+/// `queue` wait for a slot, and one client may have at most `per_client`
+/// running or waiting. A slot and a client's share are held until the check
+/// finishes, even when the request that asked for it is gone.
+pub struct HashPool {
+    slots: Arc<Semaphore>,
+    queued: AtomicUsize,
+    queue: usize,
+    per_client: u32,
+    clients: Arc<ClientShares>,
+}
+
+/// Checks running or waiting per client, and a wake-up when one ends.
+#[derive(Default)]
+struct ClientShares {
+    counts: Mutex<HashMap<IpAddr, u32>>,
+    released: tokio::sync::Notify,
+}
+
+/// A client's share of the pool, given back when dropped.
+struct ClientShare {
+    shares: Arc<ClientShares>,
+    client: IpAddr,
+}
+
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        let mut counts = self.shares.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.client);
+            }
+        }
+        drop(counts);
+        self.shares.released.notify_waiters();
+    }
+}
+
+/// Counts a waiter in the queue while it lives.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl HashPool {
+    /// A pool of `slots` concurrent checks, `queue` waiting ones, and
+    /// `per_client` running or waiting per client address.
+    pub fn new(slots: usize, queue: usize, per_client: u32) -> Self {
+        HashPool {
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            queued: AtomicUsize::new(0),
+            queue,
+            per_client: per_client.max(1),
+            clients: Arc::default(),
+        }
+    }
+
+    /// One slot per core.
+    pub fn default_slots() -> usize {
+        std::thread::available_parallelism().map_or(2, usize::from)
+    }
+
+    /// Verifies `password` against a PHC string, or against a throw-away
+    /// hash when `hash` is `None` (to spend the same time).
+    pub async fn verify(
+        &self,
+        client: Option<IpAddr>,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool, AuthError> {
+        let share = match client {
+            Some(client) => Some(self.client_share(client).await?),
+            None => None,
+        };
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    return Err(AuthError::HashingBusy);
+                }
+                let _queued = Queued(&self.queued);
+                self.slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| AuthError::HashingBusy)?
+            }
+        };
+        let check = tokio::task::spawn_blocking(move || {
+            let _held = (permit, share);
+            verify_password(&password, hash.as_deref())
         });
-        PasswordHash::new(&hash)
-            .map(|h| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false)
+        Ok(check.await.unwrap_or(false))
+    }
+
+    /// Waits (bounded) until `client` has fewer than `per_client` checks
+    /// running or waiting, and takes a share.
+    async fn client_share(&self, client: IpAddr) -> Result<ClientShare, AuthError> {
+        let client = crate::http::limiter::client_of(client);
+        let deadline = tokio::time::Instant::now() + CLIENT_SHARE_WAIT;
+        loop {
+            // Registered before the try, so that a release in between is not missed.
+            let released = self.clients.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            {
+                let mut counts = self
+                    .clients
+                    .counts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let n = counts.entry(client).or_insert(0);
+                if *n < self.per_client {
+                    *n += 1;
+                    return Ok(ClientShare {
+                        shares: self.clients.clone(),
+                        client,
+                    });
+                }
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return Err(AuthError::TooManyHashes);
+            }
+        }
+    }
+}
+
+/// Verifies a password against a PHC string (blocking); `None` verifies
+/// against a throw-away hash.
+fn verify_password(password: &str, hash: Option<&str>) -> bool {
+    static DUMMY_HASH: OnceLock<String> = OnceLock::new();
+    let hash = hash.unwrap_or_else(|| {
+        DUMMY_HASH.get_or_init(|| hash_password("not a password").unwrap_or_default())
+    });
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -432,6 +609,54 @@ mod tests {
         };
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!format!("{:?}", Credential::Key("lk_secret".into())).contains("secret"));
+    }
+
+    fn client(n: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([127, 0, 0, n]))
+    }
+
+    /// Polls a future once: whether it is still pending.
+    async fn pending<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> bool {
+        let mut f = Some(f);
+        std::future::poll_fn(|cx| {
+            let f = f.as_mut().map(|f| f.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(f.unwrap_or(false))
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_full_hashing_queue_refuses_instead_of_allocating() {
+        let pool = HashPool::new(1, 1, 2);
+        let _busy = pool.slots.clone().acquire_owned().await.unwrap();
+        let queued = pool.verify(client(1), "pw".into(), None);
+        tokio::pin!(queued);
+        // The first waiter takes the only queue place and waits…
+        assert!(pending(queued.as_mut()).await);
+        // …so the next check is refused at once.
+        let refused = pool.verify(client(2), "pw".into(), None).await;
+        assert!(matches!(refused, Err(AuthError::HashingBusy)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_client_gets_a_bounded_share_of_the_pool() {
+        let pool = HashPool::new(4, 64, 2);
+        let a = pool.client_share(client(1).unwrap()).await.unwrap();
+        let _b = pool.client_share(client(1).unwrap()).await.unwrap();
+        assert!(
+            pool.client_share(client(2).unwrap()).await.is_ok(),
+            "another client"
+        );
+        let third = pool.client_share(client(1).unwrap());
+        tokio::pin!(third);
+        assert!(pending(third.as_mut()).await, "a third one waits");
+        drop(a);
+        let _third = third.await.expect("the share given back");
+        let timed_out = pool.client_share(client(1).unwrap()).await;
+        assert!(
+            matches!(timed_out, Err(AuthError::TooManyHashes)),
+            "but not forever"
+        );
     }
 
     proptest! {

@@ -29,6 +29,15 @@ pub enum AppError {
     /// `404`.
     #[error("{0}")]
     NotFound(String),
+    /// `429` or `503` with `Retry-After: 1`: the request could not be
+    /// handled now, through no fault of its credential.
+    #[error("{public}")]
+    Throttled {
+        /// `429` (this client) or `503` (everyone).
+        status: StatusCode,
+        /// The body.
+        public: &'static str,
+    },
     /// `500`: logged with an error id; the body holds only the id.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -59,6 +68,14 @@ impl From<AuthError> for AppError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Store(e) => e.into(),
+            AuthError::HashingBusy => AppError::Throttled {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                public: "the server is busy checking passwords; retry shortly",
+            },
+            AuthError::TooManyHashes => AppError::Throttled {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                public: "too many password checks in progress from this address; retry shortly",
+            },
             AuthError::PseudoKeysDisabled => AppError::Forbidden {
                 public: "user:password pseudo-keys are disabled on this server",
                 cause: e.to_string(),
@@ -99,9 +116,21 @@ impl IntoResponse for AppError {
                 (StatusCode::FORBIDDEN, public.to_owned(), Some(cause))
             }
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
+            AppError::Throttled { status, public } => {
+                let mut response = text(status, public.to_owned());
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+                    .extensions_mut()
+                    .insert(ErrorCause(public.to_owned()));
+                return response;
+            }
             AppError::Internal(e) => {
                 let id = new_error_id();
-                tracing::error!(error_id = %id, error = ?e, "internal error");
+                // One line: the error chain joined; the backtrace only at debug.
+                tracing::error!(error_id = %id, error = %format!("{e:#}"), "internal error");
+                tracing::debug!(error_id = %id, error = ?e, "internal error in detail");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     internal_error_body(&id),

@@ -5,23 +5,33 @@
 //! It never locks a key or a user, only the address the failures came from,
 //! so an attacker cannot lock a legitimate client out of its key.
 //!
-//! Cost on the success path: one atomic load while no address is blocked
-//! (the latest end of any block is kept in an atomic, so the check knows
-//! without a lock that nobody is blocked), and a shared read of one of
-//! [`SHARDS`] tables while some address is. Only failures take a write lock,
-//! on the shard of their address. Memory is bounded: at most `capacity`
-//! addresses are remembered; when a shard is full, forgotten entries are
-//! dropped first, then the least recently failing one.
+//! Every authentication is **charged to its address when it arrives**
+//! ([`Limiter::charge`]) and settled when its outcome is known: a success is
+//! refunded, a failure stays counted, and an attempt whose request is
+//! dropped before the outcome (the client hung up) counts as a failure. An
+//! address may have at most `failure_limit - failures` attempts unsettled at
+//! once; further ones wait (briefly, in [`Limiter::admit`]) for earlier ones
+//! to settle. So concurrent guesses cannot overshoot the limit, and hanging
+//! up does not dodge it, while a legitimate client's many concurrent good
+//! requests only queue behind each other for the microseconds a verification
+//! takes.
+//!
+//! Cost per request: two short critical sections on one of [`SHARDS`]
+//! mutexes (the shard of the address), no allocation once the table has
+//! grown. Memory is bounded: at most `capacity` addresses are remembered;
+//! when a shard is full, forgotten entries are dropped first, then the least
+//! recently seen one (addresses with attempts in flight or blocked go last).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 /// Number of independently locked tables.
-pub const SHARDS: usize = 16;
+pub const SHARDS: usize = 64;
 /// Default: failures from one address within [`WINDOW`] that trigger a block.
 pub const DEFAULT_FAILURE_LIMIT: u32 = 20;
 /// Default: length of the first block, in seconds.
@@ -32,6 +42,9 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 pub const MAX_BLOCK: Duration = Duration::from_secs(15 * 60);
 /// Default: how many addresses are remembered at most.
 pub const DEFAULT_CAPACITY: usize = 100_000;
+/// Longest wait of an attempt for its address's earlier attempts to settle;
+/// then it is refused with `429` and `Retry-After: 1`.
+pub const ADMIT_WAIT: Duration = Duration::from_secs(5);
 
 /// Thresholds of the limiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,24 +77,119 @@ struct Entry {
     window_start: Instant,
     /// Failures since `window_start`.
     failures: u32,
+    /// Attempts charged and not yet settled.
+    pending: u32,
+    /// Attempts waiting for `pending` to drop.
+    waiting: u32,
     /// Refused until then.
     blocked_until: Option<Instant>,
     /// Blocks so far: the next one lasts `block * 2^blocks`.
     blocks: u32,
-    /// The latest failure, for eviction and forgetting.
-    last_failure: Instant,
+    /// The latest charge or failure, for eviction and forgetting.
+    last_seen: Instant,
+}
+
+impl Entry {
+    fn new(now: Instant) -> Entry {
+        Entry {
+            window_start: now,
+            failures: 0,
+            pending: 0,
+            waiting: 0,
+            blocked_until: None,
+            blocks: 0,
+            last_seen: now,
+        }
+    }
+
+    fn blocked_at(&self, now: Instant) -> Option<Duration> {
+        self.blocked_until
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+    }
+
+    /// Whether the entry says nothing worth keeping (a past block is kept:
+    /// the next one of the address lasts longer).
+    fn is_idle(&self) -> bool {
+        self.failures == 0 && self.pending == 0 && self.waiting == 0 && self.blocks == 0
+    }
+}
+
+/// Why an attempt was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The address is blocked for this long.
+    Blocked(Duration),
+    /// The address has as many attempts unsettled as it has failures left.
+    Busy,
+}
+
+impl Refusal {
+    /// How long the client should wait before retrying.
+    pub fn retry_after(self) -> Duration {
+        match self {
+            Refusal::Blocked(wait) => wait,
+            Refusal::Busy => Duration::from_secs(1),
+        }
+    }
 }
 
 /// Counts failed authentications per address and refuses blocked addresses.
 pub struct Limiter {
     config: LimiterConfig,
     max_block: Duration,
-    /// Reference point of `latest_block_end`.
-    epoch: Instant,
-    /// Milliseconds after `epoch` at which the last block of any address ends.
-    latest_block_end: AtomicU64,
     hasher: RandomState,
-    shards: Vec<RwLock<HashMap<IpAddr, Entry>>>,
+    shards: Vec<Mutex<HashMap<IpAddr, Entry>>>,
+    /// Woken when an attempt settles on an address that has waiters.
+    settled: Notify,
+}
+
+/// An authentication charged to its address. Settle it with
+/// [`succeeded`](Attempt::succeeded), [`failed`](Attempt::failed) or
+/// [`void`](Attempt::void); dropped unsettled (the request was abandoned),
+/// it counts as a failure.
+#[must_use = "an attempt dropped unsettled counts as a failure"]
+pub struct Attempt<'a> {
+    limiter: &'a Limiter,
+    addr: IpAddr,
+    settled: bool,
+}
+
+impl Attempt<'_> {
+    /// The credential was valid: the attempt is refunded.
+    pub fn succeeded(mut self) {
+        self.settle(Outcome::Refund);
+    }
+
+    /// The credential was refused: the attempt stays counted. Returns the
+    /// block it starts, if any.
+    pub fn failed(mut self) -> Option<Duration> {
+        self.settle(Outcome::Failure)
+    }
+
+    /// The outcome says nothing about the caller (the store failed): refunded.
+    pub fn void(mut self) {
+        self.settle(Outcome::Refund);
+    }
+
+    fn settle(&mut self, outcome: Outcome) -> Option<Duration> {
+        self.settled = true;
+        self.limiter.settle(self.addr, outcome, Instant::now())
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.settle(Outcome::Failure);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Refund,
+    Failure,
 }
 
 impl Limiter {
@@ -90,10 +198,9 @@ impl Limiter {
         Limiter {
             config,
             max_block: MAX_BLOCK.max(config.block),
-            epoch: Instant::now(),
-            latest_block_end: AtomicU64::new(0),
             hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            settled: Notify::new(),
         }
     }
 
@@ -102,54 +209,142 @@ impl Limiter {
         self.config
     }
 
-    /// `Err(wait)` when `addr` is blocked now.
-    pub fn check(&self, addr: IpAddr) -> Result<(), Duration> {
-        self.check_at(addr, Instant::now())
+    /// Charges an attempt to `addr`, waiting up to [`ADMIT_WAIT`] while the
+    /// address has as many attempts unsettled as it has failures left.
+    pub async fn admit(&self, addr: IpAddr) -> Result<Attempt<'_>, Refusal> {
+        let deadline = tokio::time::Instant::now() + ADMIT_WAIT;
+        loop {
+            // Registered before the try, so that a settle in between is not missed.
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            match self.charge_at(addr, Instant::now(), true) {
+                Err(Refusal::Busy) => {}
+                other => return other,
+            }
+            let waited = tokio::time::timeout_at(deadline, settled).await;
+            self.stop_waiting(addr);
+            if waited.is_err() {
+                return Err(Refusal::Busy);
+            }
+        }
     }
 
-    /// Notes a failed authentication from `addr`; returns the block it starts, if any.
+    /// Charges an attempt to `addr` now, without waiting.
+    pub fn charge(&self, addr: IpAddr) -> Result<Attempt<'_>, Refusal> {
+        self.charge_at(addr, Instant::now(), false)
+    }
+
+    /// Notes a failed authentication from `addr` that was not charged
+    /// beforehand; returns the block it starts, if any.
     pub fn record_failure(&self, addr: IpAddr) -> Option<Duration> {
         self.record_failure_at(addr, Instant::now())
     }
 
-    /// [`check`](Self::check) at a given time.
+    /// `Err(wait)` when `addr` is blocked at `now` (a read-only query).
     pub fn check_at(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
         let addr = client_of(addr);
-        if self.millis(now) >= self.latest_block_end.load(Ordering::Acquire) {
-            return Ok(());
+        match self.shard(addr).get(&addr).and_then(|e| e.blocked_at(now)) {
+            Some(wait) => Err(wait),
+            None => Ok(()),
         }
-        // A poisoned lock only means a panic elsewhere: the table is still sound.
-        let shard = self.shard(addr).read().unwrap_or_else(|e| e.into_inner());
-        match shard.get(&addr).and_then(|e| e.blocked_until) {
-            Some(until) if until > now => Err(until - now),
-            _ => Ok(()),
+    }
+
+    /// [`charge`](Self::charge) at a given time; `wait` registers the caller
+    /// as waiting when it is refused as busy.
+    fn charge_at(&self, addr: IpAddr, now: Instant, wait: bool) -> Result<Attempt<'_>, Refusal> {
+        let addr = client_of(addr);
+        let mut shard = self.shard(addr);
+        if !shard.contains_key(&addr) {
+            self.make_room(&mut shard, now);
         }
+        let entry = shard.entry(addr).or_insert_with(|| Entry::new(now));
+        entry.last_seen = now;
+        if let Some(wait) = entry.blocked_at(now) {
+            return Err(Refusal::Blocked(wait));
+        }
+        self.start_new_window_if_due(entry, now);
+        if entry.failures + entry.pending >= self.config.failure_limit {
+            if wait {
+                entry.waiting += 1;
+            }
+            return Err(Refusal::Busy);
+        }
+        entry.pending += 1;
+        Ok(Attempt {
+            limiter: self,
+            addr,
+            settled: false,
+        })
+    }
+
+    fn stop_waiting(&self, addr: IpAddr) {
+        let addr = client_of(addr);
+        let mut shard = self.shard(addr);
+        if let Some(entry) = shard.get_mut(&addr) {
+            entry.waiting = entry.waiting.saturating_sub(1);
+        }
+    }
+
+    fn settle(&self, addr: IpAddr, outcome: Outcome, now: Instant) -> Option<Duration> {
+        let mut shard = self.shard(addr);
+        let Some(entry) = shard.get_mut(&addr) else {
+            // Evicted meanwhile: a failure still counts.
+            drop(shard);
+            return match outcome {
+                Outcome::Failure => self.record_failure_at(addr, now),
+                Outcome::Refund => None,
+            };
+        };
+        entry.pending = entry.pending.saturating_sub(1);
+        let block = match outcome {
+            Outcome::Failure => self.fail(addr, entry, now),
+            Outcome::Refund => None,
+        };
+        let wake = entry.waiting > 0;
+        if entry.is_idle() {
+            shard.remove(&addr);
+        }
+        drop(shard);
+        if wake {
+            self.settled.notify_waiters();
+        }
+        block
     }
 
     /// [`record_failure`](Self::record_failure) at a given time.
     pub fn record_failure_at(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
         let addr = client_of(addr);
-        let mut shard = self.shard(addr).write().unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.shard(addr);
         if !shard.contains_key(&addr) {
             self.make_room(&mut shard, now);
         }
-        let entry = shard.entry(addr).or_insert(Entry {
-            window_start: now,
-            failures: 0,
-            blocked_until: None,
-            blocks: 0,
-            last_failure: now,
-        });
-        if entry.blocked_until.is_some_and(|until| until > now) {
-            // A request that passed the check just before the block began.
-            return None;
+        let entry = shard.entry(addr).or_insert_with(|| Entry::new(now));
+        let block = self.fail(addr, entry, now);
+        let wake = block.is_some() && entry.waiting > 0;
+        drop(shard);
+        if wake {
+            self.settled.notify_waiters();
         }
+        block
+    }
+
+    fn start_new_window_if_due(&self, entry: &mut Entry, now: Instant) {
         if now.saturating_duration_since(entry.window_start) >= WINDOW {
             entry.window_start = now;
             entry.failures = 0;
         }
+    }
+
+    /// Counts one failure on `entry`; starts (and logs) a block at the limit.
+    fn fail(&self, addr: IpAddr, entry: &mut Entry, now: Instant) -> Option<Duration> {
+        entry.last_seen = now;
+        if entry.blocked_at(now).is_some() {
+            // An attempt admitted just before the block began.
+            return None;
+        }
+        self.start_new_window_if_due(entry, now);
         entry.failures += 1;
-        entry.last_failure = now;
         if entry.failures < self.config.failure_limit {
             return None;
         }
@@ -159,13 +354,16 @@ impl Limiter {
             .saturating_mul(1u32.checked_shl(entry.blocks).unwrap_or(u32::MAX))
             .min(self.max_block);
         let until = now + block;
+        tracing::warn!(
+            client = %addr,
+            failures = entry.failures,
+            seconds = block.as_secs(),
+            "blocking an address after repeated failed authentications"
+        );
         entry.blocked_until = Some(until);
         entry.blocks = entry.blocks.saturating_add(1);
         entry.failures = 0;
         entry.window_start = until;
-        // Ceiling, so that the lock-free check never ends a block early.
-        self.latest_block_end
-            .fetch_max(self.millis(until).saturating_add(1), Ordering::AcqRel);
         Some(block)
     }
 
@@ -173,7 +371,7 @@ impl Limiter {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
     }
 
@@ -182,13 +380,10 @@ impl Limiter {
         self.len() == 0
     }
 
-    fn shard(&self, addr: IpAddr) -> &RwLock<HashMap<IpAddr, Entry>> {
+    fn shard(&self, addr: IpAddr) -> MutexGuard<'_, HashMap<IpAddr, Entry>> {
         let index = self.hasher.hash_one(addr) as usize % SHARDS;
-        &self.shards[index]
-    }
-
-    fn millis(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+        // A poisoned lock only means a panic elsewhere: the table is still sound.
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Keeps a shard below its share of the capacity: drops entries whose
@@ -200,17 +395,20 @@ impl Limiter {
         }
         let forget_after = self.max_block.max(WINDOW);
         shard.retain(|_, e| {
-            e.blocked_until.is_some_and(|until| until > now)
-                || now.saturating_duration_since(e.last_failure) < forget_after
+            e.blocked_at(now).is_some()
+                || e.pending > 0
+                || now.saturating_duration_since(e.last_seen) < forget_after
         });
         while shard.len() >= per_shard {
-            // Blocked addresses go last: evicting one would lift its block.
+            // Blocked addresses and attempts in flight go last: evicting one
+            // would lift its block or forget its charge.
             let oldest = shard
                 .iter()
                 .min_by_key(|(_, e)| {
                     (
-                        e.blocked_until.is_some_and(|until| until > now),
-                        e.last_failure,
+                        e.blocked_at(now).is_some(),
+                        e.pending > 0 || e.waiting > 0,
+                        e.last_seen,
                     )
                 })
                 .map(|(a, _)| *a);
@@ -225,7 +423,7 @@ impl Limiter {
 /// The unit the limiter counts: an IPv4 address, or the /64 network of an
 /// IPv6 address (one host usually holds a whole /64, so counting single
 /// IPv6 addresses would let it spread its guesses over 2^64 of them).
-fn client_of(addr: IpAddr) -> IpAddr {
+pub fn client_of(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -327,14 +525,68 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_blocked_until_a_block_starts_and_the_fast_path_sees_the_end() {
-        let l = limiter(1, 1);
-        let t0 = Instant::now();
-        assert_eq!(l.latest_block_end.load(Ordering::Relaxed), 0);
-        assert_eq!(l.check_at(ip(1), t0), Ok(()));
-        fail(&l, ip(1), 1, t0);
-        assert!(l.check_at(ip(1), t0 + Duration::from_millis(999)).is_err());
-        assert_eq!(l.check_at(ip(1), t0 + 2 * S), Ok(()));
+    fn a_charged_attempt_that_is_dropped_counts_as_a_failure() {
+        let l = limiter(2, 60);
+        drop(l.charge(ip(1)).unwrap());
+        let attempt = l.charge(ip(1)).unwrap();
+        drop(attempt);
+        assert!(l.charge(ip(1)).is_err(), "two hang-ups are two failures");
+        assert!(l.check_at(ip(1), Instant::now()).is_err());
+    }
+
+    #[test]
+    fn successes_are_refunded_and_leave_no_entry() {
+        let l = limiter(2, 60);
+        for _ in 0..100 {
+            l.charge(ip(1)).unwrap().succeeded();
+        }
+        l.charge(ip(2)).unwrap().void();
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn unsettled_attempts_cannot_overshoot_the_limit() {
+        let l = limiter(3, 60);
+        l.charge(ip(1)).unwrap().failed();
+        let a = l.charge(ip(1)).unwrap();
+        let b = l.charge(ip(1)).unwrap();
+        assert_eq!(
+            l.charge(ip(1)).err(),
+            Some(Refusal::Busy),
+            "1 failure + 2 in flight = the limit"
+        );
+        assert_eq!(l.charge(ip(2)).map(Attempt::succeeded).err(), None);
+        a.succeeded();
+        let c = l.charge(ip(1)).unwrap();
+        assert_eq!(b.failed(), None);
+        assert!(c.failed().is_some(), "the third failure blocks");
+        assert!(matches!(l.charge(ip(1)).err(), Some(Refusal::Blocked(_))));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_attempt_is_admitted_when_an_earlier_one_succeeds() {
+        let l = std::sync::Arc::new(limiter(1, 60));
+        let first = l.charge(ip(1)).unwrap();
+        let waiter = {
+            let l = l.clone();
+            tokio::spawn(async move { l.admit(ip(1)).await.map(Attempt::succeeded) })
+        };
+        tokio::task::yield_now().await;
+        first.succeeded();
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_attempt_is_refused_when_the_block_starts() {
+        let l = std::sync::Arc::new(limiter(1, 60));
+        let first = l.charge(ip(1)).unwrap();
+        let waiter = {
+            let l = l.clone();
+            tokio::spawn(async move { l.admit(ip(1)).await.map(Attempt::succeeded) })
+        };
+        tokio::task::yield_now().await;
+        assert!(first.failed().is_some());
+        assert!(matches!(waiter.await.unwrap(), Err(Refusal::Blocked(_))));
     }
 
     #[test]
@@ -342,14 +594,14 @@ mod tests {
         let l = Limiter::new(LimiterConfig {
             failure_limit: 2,
             block: 60 * S,
-            capacity: 160,
+            capacity: 640,
         });
         let t0 = Instant::now();
         fail(&l, ip(0), 2, t0);
         for n in 1..10_000 {
             l.record_failure_at(ip(n), t0 + Duration::from_millis(u64::from(n)));
         }
-        assert!(l.len() <= 160, "{} addresses remembered", l.len());
+        assert!(l.len() <= 640, "{} addresses remembered", l.len());
         assert!(
             l.check_at(ip(0), t0 + 20 * S).is_err(),
             "a blocked address is evicted last"

@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource, thin handlers, one router.
 
 mod api_keys;
+mod body;
 mod error;
 mod health;
 pub mod limiter;
@@ -25,7 +26,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{AppError, ErrorCause};
 
-use crate::auth::{extract_credential, AuthError, Authenticator};
+use crate::auth::{extract_credential, Authenticator};
 use crate::keys::Principal;
 use crate::store::Store;
 
@@ -60,7 +61,11 @@ pub type AppState = Arc<App>;
 /// (outermost first: `front_door` — request log, head limits, load shedding —
 /// then the panic catcher).
 pub fn router(app: AppState, limits: Limits) -> Router {
-    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+    let door = Arc::new(FrontDoor {
+        in_flight: Semaphore::new(limits.max_in_flight),
+        body_timeout: app.body_timeout,
+        bodies: body::BodyGate::new(body::BODIES_PER_CLIENT, body::BODY_BYTES_PER_CLIENT),
+    });
     Router::new()
         .route(paths::API_KEYS_CREATE, post(api_keys::create))
         .route(paths::API_KEYS_LIST, get(api_keys::list))
@@ -75,7 +80,7 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         .with_state(app)
         .layer(
             ServiceBuilder::new()
-                .layer(middleware::from_fn_with_state(in_flight, front_door))
+                .layer(middleware::from_fn_with_state(door, front_door))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
 }
@@ -86,23 +91,60 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// only checked while a head is incomplete, so a large head read at once passes it.)
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
+/// What [`front_door`] shares between requests.
+struct FrontDoor {
+    /// Requests being processed (bodies already read); more get `503`.
+    in_flight: Semaphore,
+    /// Longest time for a whole request body.
+    body_timeout: Duration,
+    /// Bodies being read, per client address.
+    bodies: body::BodyGate,
+}
+
 /// What every request passes first, in one layer (each layer costs a boxed
 /// future per request): the request log around everything, then oversized
-/// heads refused, then load shedding.
-async fn front_door(
-    State(in_flight): State<Arc<Semaphore>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let logged = start_log(&mut req);
-    let response = match oversized_head(&req) {
-        Some(refusal) => refusal,
-        None => match in_flight.try_acquire_owned() {
+/// heads refused, then the body read (bounded per client address and by a
+/// minimum rate), then load shedding. A processing permit is taken only once
+/// the body is in, so slow senders cannot hold permits; `/health` is never
+/// shed.
+async fn front_door(State(door): State<Arc<FrontDoor>>, mut req: Request, next: Next) -> Response {
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let mut logged = start_log(&mut req, client);
+    let response = match admit(&door, req, client).await {
+        Ok((req, health)) if health => next.run(req).await,
+        Ok((req, _)) => match door.in_flight.try_acquire() {
             Ok(_permit) => next.run(req).await,
             Err(_) => overloaded(),
         },
+        Err(refusal) => refusal,
     };
-    finish_log(response, logged)
+    finish_log(response, logged.take())
+}
+
+/// Checks the head and reads the body; returns the request with its body in
+/// memory, and whether it is a health check (never shed).
+async fn admit(
+    door: &FrontDoor,
+    req: Request,
+    client: Option<std::net::IpAddr>,
+) -> Result<(Request, bool), Response> {
+    if let Some(refusal) = oversized_head(&req) {
+        return Err(refusal);
+    }
+    let health = req.uri().path().starts_with(paths::HEALTH);
+    let (parts, body) = req.into_parts();
+    let body = body::read(
+        &door.bodies,
+        client,
+        &parts.headers,
+        body,
+        door.body_timeout,
+    )
+    .await?;
+    Ok((Request::from_parts(parts, body), health))
 }
 
 /// Refuses oversized request targets, headers and declared bodies.
@@ -135,7 +177,7 @@ fn oversized_head(req: &Request) -> Option<Response> {
         .then(body_too_large)
 }
 
-fn body_too_large() -> Response {
+pub(crate) fn body_too_large() -> Response {
     error::text(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("request body is larger than {MAX_BODY_BYTES} bytes"),
@@ -173,20 +215,58 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 struct RequestNote(Arc<OnceLock<String>>);
 
 /// What the request log needs from a request, taken only when it will be logged.
-type LogStart = Option<(Instant, axum::http::Method, String, RequestNote)>;
+struct LogEntry {
+    start: Instant,
+    method: axum::http::Method,
+    path: String,
+    client: Option<std::net::IpAddr>,
+    note: RequestNote,
+}
 
-fn start_log(req: &mut Request) -> LogStart {
-    tracing::enabled!(tracing::Level::INFO).then(|| {
+/// The request log's start of a request. Dropped before
+/// [`take`](LogStart::take) (the client went away before the response), it
+/// logs the request as aborted.
+struct LogStart(Option<LogEntry>);
+
+impl LogStart {
+    fn take(&mut self) -> Option<LogEntry> {
+        self.0.take()
+    }
+}
+
+impl Drop for LogStart {
+    fn drop(&mut self) {
+        if let Some(e) = self.0.take() {
+            tracing::info!(
+                method = %e.method,
+                path = e.path,
+                client = e.client.map(tracing::field::display),
+                latency_us = e.start.elapsed().as_micros() as u64,
+                caller = e.note.0.get().map(String::as_str),
+                "request aborted: the client went away before the response"
+            );
+        }
+    }
+}
+
+fn start_log(req: &mut Request, client: Option<std::net::IpAddr>) -> LogStart {
+    LogStart(tracing::enabled!(tracing::Level::INFO).then(|| {
         let note = RequestNote::default();
         req.extensions_mut().insert(note.clone());
         let path: String = req.uri().path().chars().take(200).collect();
-        (Instant::now(), req.method().clone(), path, note)
-    })
+        LogEntry {
+            start: Instant::now(),
+            method: req.method().clone(),
+            path,
+            client,
+            note,
+        }
+    }))
 }
 
 /// Gives a bodiless error a `text/plain` body, then logs one line for the
 /// request (never the query string, which may hold a key).
-fn finish_log(mut response: Response, logged: LogStart) -> Response {
+fn finish_log(mut response: Response, logged: Option<LogEntry>) -> Response {
     let status = response.status();
     if (status.is_client_error() || status.is_server_error())
         && !response.headers().contains_key(header::CONTENT_TYPE)
@@ -199,17 +279,18 @@ fn finish_log(mut response: Response, logged: LogStart) -> Response {
             .insert(header::CONTENT_TYPE, error::TEXT_PLAIN);
         response = Response::from_parts(parts, Body::from(reason));
     }
-    if let Some((start, method, path, note)) = logged {
+    if let Some(e) = logged {
         let cause = response
             .extensions()
             .get::<ErrorCause>()
             .map(|c| c.0.as_str());
         tracing::info!(
-            %method,
-            path,
+            method = %e.method,
+            path = e.path,
+            client = e.client.map(tracing::field::display),
             status = status.as_u16(),
-            latency_us = start.elapsed().as_micros() as u64,
-            caller = note.0.get().map(String::as_str),
+            latency_us = e.start.elapsed().as_micros() as u64,
+            caller = e.note.0.get().map(String::as_str),
             cause,
             "request"
         );
@@ -254,20 +335,31 @@ impl FromRequest<AppState> for Caller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let limited = app.limiter.as_ref().zip(peer);
-        if let Some((limiter, ip)) = limited {
-            limiter.check(ip).map_err(too_many_failures)?;
-        }
-        let body = read_body(body, app.body_timeout).await?;
+        // Charged on arrival, so that concurrent guesses cannot overshoot the
+        // limit and a client that hangs up is still counted.
+        let attempt = match app.limiter.as_ref().zip(peer) {
+            Some((limiter, ip)) => Some(limiter.admit(ip).await.map_err(too_many_failures)?),
+            None => None,
+        };
+        // The front door has read the body into memory already.
+        let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| body_too_large())?;
         let query = parts.uri.query();
         let credential = extract_credential(&parts.headers, query, &body);
-        let principal = match app.auth.authenticate(credential).await {
-            Ok(principal) => principal,
+        let principal = match app.auth.authenticate(credential, peer).await {
+            Ok(principal) => {
+                if let Some(attempt) = attempt {
+                    attempt.succeeded();
+                }
+                principal
+            }
             Err(e) => {
-                // Only a refused credential counts; a store failure is not the caller's.
-                if let (Some((limiter, ip)), false) = (limited, matches!(e, AuthError::Store(_))) {
-                    if let Some(block) = limiter.record_failure(ip) {
-                        tracing::warn!(%ip, seconds = block.as_secs(), "blocking an address after repeated failed authentications");
+                if let Some(attempt) = attempt {
+                    if e.is_refusal() {
+                        let _ = attempt.failed();
+                    } else {
+                        attempt.void();
                     }
                 }
                 return Err(AppError::from(e).into_response());
@@ -288,52 +380,26 @@ impl FromRequest<AppState> for Caller {
     }
 }
 
-/// `429` for a blocked address, with `Retry-After` in whole seconds.
-fn too_many_failures(wait: std::time::Duration) -> Response {
+/// `429` for an address the limiter refuses, with `Retry-After` in whole seconds.
+fn too_many_failures(refusal: limiter::Refusal) -> Response {
+    let wait = refusal.retry_after();
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = error::text(
-        StatusCode::TOO_MANY_REQUESTS,
-        format!("too many failed authentications from this address; retry in {seconds} seconds"),
-    );
+    let (text, cause) = match refusal {
+        limiter::Refusal::Blocked(_) => (
+            format!("too many failed authentications from this address; retry in {seconds} seconds"),
+            "address blocked after repeated failed authentications",
+        ),
+        limiter::Refusal::Busy => (
+            format!("too many authentications in progress from this address; retry in {seconds} seconds"),
+            "address has as many authentications in progress as failures left",
+        ),
+    };
+    let mut response = error::text(StatusCode::TOO_MANY_REQUESTS, text);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
-    response.extensions_mut().insert(ErrorCause(
-        "address blocked after repeated failed authentications".into(),
-    ));
+    response.extensions_mut().insert(ErrorCause(cause.into()));
     response
-}
-
-async fn read_body(body: Body, limit: Duration) -> Result<Bytes, Response> {
-    if axum::body::HttpBody::is_end_stream(&body) {
-        // No body (most GETs): nothing to read, no timer to arm.
-        return Ok(Bytes::new());
-    }
-    match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) if caused_by::<http_body_util::LengthLimitError>(&e) => Err(body_too_large()),
-        Ok(Err(_)) => Err(error::text(
-            StatusCode::BAD_REQUEST,
-            "cannot read the request body".into(),
-        )),
-        Err(_) => Err(error::text(
-            StatusCode::REQUEST_TIMEOUT,
-            "the request body did not arrive in time".into(),
-        )),
-    }
-}
-
-/// Whether an error or any error in its source chain is a `T`
-/// (body errors arrive wrapped in several layers of boxing).
-fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.is::<T>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 /// A JSON `200` response.

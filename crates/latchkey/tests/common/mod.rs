@@ -317,6 +317,14 @@ impl TestServer {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("the server is running")
+    }
+
     /// The temporary directory holding the data directory and log.
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod delete;
+mod floods;
 mod general;
 mod health;
 mod hostile;
