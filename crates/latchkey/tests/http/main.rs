@@ -16,4 +16,5 @@ mod listing;
 mod redaction;
 mod rotation;
 mod server;
+mod startup;
 mod users;
