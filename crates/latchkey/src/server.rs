@@ -595,3 +595,30 @@ async fn create_first_admin(store: &dyn Store, data_dir: &Path) -> anyhow::Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redact_url_hides_passwords_only() {
+        for (url, shown) in [
+            (
+                "sqlite://./latchkey-data/latchkey.db",
+                "sqlite://./latchkey-data/latchkey.db",
+            ),
+            (
+                "postgres://lk:s3cret@db:5432/lk",
+                "postgres://lk:***@db:5432/lk",
+            ),
+            ("postgres://lk@db/lk", "postgres://lk@db/lk"),
+            ("postgres://lk:p@ss@db/lk", "postgres://lk:***@db/lk"),
+            (
+                "postgresql://db/lk?user=lk&password=s3cret&sslmode=require",
+                "postgresql://db/lk?user=lk&password=***&sslmode=require",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+}
