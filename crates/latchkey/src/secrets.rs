@@ -3,9 +3,10 @@
 //! The current secret is `LATCHKEY_SECRET`, else `<data-dir>/secret`
 //! (generated on the first start of an SQLite installation; PostgreSQL nodes
 //! require `LATCHKEY_SECRET`). The database records the secret's
-//! [`fingerprint`], so that a start with another secret is refused. A previous secret — `LATCHKEY_PREVIOUS_SECRET`,
-//! else `<data-dir>/secret.previous` — is also accepted: a key found under it
-//! is re-keyed under the current secret on first use.
+//! [`fingerprint`], so that a start with another secret is refused. A
+//! previous secret — `LATCHKEY_PREVIOUS_SECRET`, else
+//! `<data-dir>/secret.previous` — is also accepted: a key found under it is
+//! re-keyed under the current secret on first use.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
