@@ -317,14 +317,17 @@ impl TestServer {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("the server is running")
+    }
+
     /// The temporary directory holding the data directory and log.
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    /// The process id of the running server.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the process with SIGKILL.

@@ -417,7 +417,7 @@ fn a_corrupt_sqlite_database_is_refused_at_start() {
 
 fn sighup_leaves_the_server_serving(backend: Backend) {
     let s = TestServer::start(backend);
-    let pid = s.pid().unwrap().to_string();
+    let pid = s.pid().to_string();
     for _ in 0..3 {
         let status = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
         assert!(status.success());
