@@ -21,8 +21,9 @@ pub enum Command {
 Environment only (never on the command line):
   LATCHKEY_ADMIN_PASSWORD  password of the first user, Admin, created on an empty database
                            (default: generated into <data-dir>/initial-admin-password)
-  LATCHKEY_SECRET          installation secret for key digests, shared by every node
-                           (default: generated once into <data-dir>/secret, mode 0600)
+  LATCHKEY_SECRET          installation secret for key digests, shared by every node;
+                           required on PostgreSQL (SQLite default: generated once into
+                           <data-dir>/secret, mode 0600)
   RUST_LOG                 log level (default: info)
 
 Examples:
@@ -37,6 +38,23 @@ Examples:
         #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = "./latchkey-data")]
         data_dir: PathBuf,
     },
+    /// Sets a new password for Admin (recreating it, or re-adding it to
+    /// Administrators, if needed). Refused while a server runs on an SQLite database.
+    #[command(after_help = "\
+The password is LATCHKEY_ADMIN_PASSWORD, else generated into <data-dir>/initial-admin-password
+(mode 0600; refused if that file exists, so that it is never overwritten).")]
+    ResetAdmin(ResetAdminArgs),
+}
+
+/// Settings of `latchkey reset-admin`.
+#[derive(Debug, Clone, Args)]
+pub struct ResetAdminArgs {
+    /// The server's data directory.
+    #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = "./latchkey-data")]
+    pub data_dir: PathBuf,
+    /// Database URL: sqlite://PATH or postgres://… [default: sqlite://<data-dir>/latchkey.db]
+    #[arg(long, env = "LATCHKEY_DATABASE_URL")]
+    pub database_url: Option<String>,
 }
 
 /// Settings of `latchkey serve`.

@@ -28,9 +28,12 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(latchkey::server::serve(args)),
-        Command::RotateSecret { data_dir } => latchkey::secrets::rotate(&data_dir).map(|()| {
-            println!("rotated the installation secret; restart latchkey to use it");
-        }),
+        Command::RotateSecret { data_dir } => {
+            latchkey::server::rotate_secret(&data_dir).map(|()| {
+                println!("rotated the installation secret; restart latchkey to use it");
+            })
+        }
+        Command::ResetAdmin(args) => runtime.block_on(latchkey::server::reset_admin(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,12 @@
 //! The installation secret that keys the digests, and its rotation.
 //!
 //! The current secret is `LATCHKEY_SECRET`, else `<data-dir>/secret`
-//! (generated on first start). A previous secret — `LATCHKEY_PREVIOUS_SECRET`,
-//! else `<data-dir>/secret.previous` — is also accepted: a key found under it
-//! is re-keyed under the current secret on first use.
+//! (generated on the first start of an SQLite installation; PostgreSQL nodes
+//! require `LATCHKEY_SECRET`). The database records the secret's
+//! [`fingerprint`], so that a start with another secret is refused. A
+//! previous secret — `LATCHKEY_PREVIOUS_SECRET`, else
+//! `<data-dir>/secret.previous` — is also accepted: a key found under it is
+//! re-keyed under the current secret on first use.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -11,10 +14,13 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
 use rand::RngCore;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
-const SECRET_FILE: &str = "secret";
+pub(crate) const SECRET_FILE: &str = "secret";
 const PREVIOUS_SECRET_FILE: &str = "secret.previous";
 const MIN_LEN: usize = 32;
 
@@ -26,25 +32,59 @@ pub struct Secrets {
     pub previous: Option<Vec<u8>>,
 }
 
+/// Label whose HMAC under the secret is stored in the database as the
+/// secret's fingerprint (it identifies the secret without revealing it).
+const FINGERPRINT_LABEL: &[u8] = b"latchkey installation secret fingerprint v1";
+
 impl Secrets {
-    /// Loads the secrets, generating `<data-dir>/secret` when there is none.
-    pub fn load(data_dir: &Path) -> anyhow::Result<Secrets> {
+    /// Loads the secrets in force; `None` when there is no current secret
+    /// (no `LATCHKEY_SECRET` and, unless `env_only`, no `<data-dir>/secret`).
+    pub fn load(data_dir: &Path, env_only: bool) -> anyhow::Result<Option<Secrets>> {
         let current = match env_secret("LATCHKEY_SECRET")? {
             Some(s) => s,
-            None => {
-                let path = data_dir.join(SECRET_FILE);
-                if !path.exists() {
-                    write_private(&path, &new_secret())?;
-                    tracing::info!(path = %path.display(), "generated the installation secret");
-                }
-                file_secret(&path)?.with_context(|| format!("{} vanished", path.display()))?
-            }
+            None if env_only => return Ok(None),
+            None => match file_secret(&data_dir.join(SECRET_FILE))? {
+                Some(s) => s,
+                None => return Ok(None),
+            },
         };
-        let previous = match env_secret("LATCHKEY_PREVIOUS_SECRET")? {
-            Some(s) => Some(s),
-            None => file_secret(&data_dir.join(PREVIOUS_SECRET_FILE))?,
-        };
-        Ok(Secrets { current, previous })
+        Ok(Some(Secrets {
+            current,
+            previous: previous_secret(data_dir)?,
+        }))
+    }
+
+    /// Generates `<data-dir>/secret` (a first start) and loads the secrets.
+    pub fn generate(data_dir: &Path) -> anyhow::Result<Secrets> {
+        let path = data_dir.join(SECRET_FILE);
+        write_private(&path, &new_secret())?;
+        tracing::info!(path = %path.display(), "generated the installation secret");
+        let current =
+            file_secret(&path)?.with_context(|| format!("{} vanished", path.display()))?;
+        Ok(Secrets {
+            current,
+            previous: previous_secret(data_dir)?,
+        })
+    }
+}
+
+/// The fingerprint of a secret as stored in the database: the hex
+/// HMAC-SHA-256 of a fixed label under the secret.
+pub fn fingerprint(secret: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length"); // ok: infallible for HMAC
+    mac.update(FINGERPRINT_LABEL);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Compares two fingerprints in constant time.
+pub fn same_fingerprint(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+fn previous_secret(data_dir: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    match env_secret("LATCHKEY_PREVIOUS_SECRET")? {
+        Some(s) => Ok(Some(s)),
+        None => file_secret(&data_dir.join(PREVIOUS_SECRET_FILE)),
     }
 }
 

@@ -2,8 +2,8 @@
 //! first administrator, listener, graceful stop.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,44 +18,49 @@ use hyper_util::service::TowerToHyperService;
 use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tower::ServiceExt;
 
 use crate::auth::{hash_password, Authenticator};
-use crate::config::ServeArgs;
+use crate::config::{ResetAdminArgs, ServeArgs};
 use crate::http::limiter::LimiterConfig;
 use crate::http::{router, App, Limits};
 use crate::keys::{Digester, ADMINISTRATORS};
-use crate::secrets::{write_private, Secrets};
-use crate::store::{self, CachedStore, Store, UserChange};
+use crate::secrets::{fingerprint, same_fingerprint, write_private, Secrets, SECRET_FILE};
+use crate::store::{self, CachedStore, KeyId, Store, UserChange};
 
 const ADMIN_PASSWORD_FILE: &str = "initial-admin-password";
 
 /// Runs `latchkey serve` until SIGINT or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // The port first: when it is taken, nothing on disk or in the database changes.
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let data_dir = &args.data_dir;
-    // The directory holds the database, the secret and the first password: owner only.
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let secrets = Secrets::load(data_dir)?;
     let url = args
         .database_url
         .clone()
         .unwrap_or_else(|| store::sqlite_url_for(data_dir));
+    let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if postgres && std::env::var_os("LATCHKEY_SECRET").is_none() {
+        anyhow::bail!(
+            "LATCHKEY_SECRET must be set on PostgreSQL, to the same value on every node \
+             (a node that used <data-dir>/secret: set LATCHKEY_SECRET to that file's contents)"
+        );
+    }
+    prepare_data_dir(data_dir)?;
     // SQLite is written by this process alone (the lock makes sure of it), so
     // its reads can be cached coherently; PostgreSQL nodes share the database
     // and read it on every request.
     let sqlite_lock = sqlite_process_lock(&url)?;
-    let store = store::open(&url)
-        .await
-        .context("cannot open the database")?;
+    let store = open_store(&url).await?;
     let store: Arc<dyn Store> = if sqlite_lock.is_some() {
         Arc::new(CachedStore::new(store))
     } else {
         store
     };
+    let secrets = installation_secrets(store.as_ref(), data_dir, &url).await?;
     create_first_admin(store.as_ref(), data_dir).await?;
 
     let app = Arc::new(App {
@@ -70,14 +75,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         body_timeout: Duration::from_secs(args.body_timeout),
         limiter: LimiterConfig::build(args.auth_failure_limit, args.auth_block_seconds),
     });
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // Installed before the listening line, so that no signal finds the default action.
+    let signals = Signals::install()?;
     let addr = listener
         .local_addr()
         .context("cannot read the listening address")?;
     println!("listening on http://{addr}");
-    tracing::info!(%addr, "latchkey {} ready", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        %addr,
+        database = %redact_url(&url),
+        "latchkey {} ready",
+        env!("CARGO_PKG_VERSION")
+    );
 
     let limits = Limits {
         max_in_flight: args.max_in_flight.max(1),
@@ -86,11 +95,305 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener,
         router(app, limits),
         Duration::from_secs(args.shutdown_grace),
+        signals,
     )
     .await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `latchkey reset-admin`: gives `Admin` a new password and makes sure it
+/// exists and is in `Administrators`. Refuses while a server holds an SQLite
+/// database (it caches users); PostgreSQL nodes see the change at once.
+pub async fn reset_admin(args: ResetAdminArgs) -> anyhow::Result<()> {
+    let data_dir = &args.data_dir;
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| store::sqlite_url_for(data_dir));
+    if let Some(path) = sqlite_path(&url) {
+        let empty = fs::metadata(&path).map(|m| m.len() == 0).unwrap_or(true);
+        if empty {
+            anyhow::bail!(
+                "there is no database at {}: nothing to reset (check --data-dir)",
+                path.display()
+            );
+        }
+    }
+    let _lock = sqlite_process_lock(&url).map_err(|e| {
+        e.context("reset-admin refuses while a server runs on this SQLite database (it caches users); stop it first")
+    })?;
+    let (password, generated) = admin_password();
+    let password_file = data_dir.join(ADMIN_PASSWORD_FILE);
+    if generated && password_file.exists() {
+        anyhow::bail!(
+            "{} already exists and is never overwritten: set LATCHKEY_ADMIN_PASSWORD to the new password, \
+             or delete the file and run reset-admin again to get a generated one",
+            password_file.display()
+        );
+    }
+    if generated || sqlite_path(&url).is_some() {
+        prepare_data_dir(data_dir)?;
+    }
+    let store = open_store(&url).await?;
+    let hash = hash_password(&password)?;
+    if generated {
+        // Written before the change, so that nobody is left with a password nobody knows.
+        write_private(&password_file, &password)?;
+    }
+    let outcome = set_admin_password(store.as_ref(), hash).await;
+    store.close().await;
+    match outcome {
+        Ok(what) => {
+            tracing::warn!("reset-admin: {what}");
+            if generated {
+                println!(
+                    "{what}; the new password is in {} (sign in, change it, then delete the file)",
+                    password_file.display()
+                );
+            } else {
+                println!("{what}; the new password is the value of LATCHKEY_ADMIN_PASSWORD");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if generated {
+                let _ = fs::remove_file(&password_file);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Sets `Admin`'s password hash, re-adding it to `Administrators` or
+/// recreating it as needed; returns what was done.
+async fn set_admin_password(store: &dyn Store, hash: String) -> anyhow::Result<String> {
+    match store.user_login("Admin").await? {
+        Some(login) => {
+            let readd = !login.user.is_admin();
+            let mut groups = login.user.groups.clone();
+            if readd {
+                groups.push(ADMINISTRATORS.into());
+            }
+            let change = UserChange {
+                name: login.user.name.clone(),
+                groups: Some(groups),
+                password_hash: Some(hash),
+                ..UserChange::default()
+            };
+            store
+                .update_user(change)
+                .await?
+                .context("user Admin vanished while being reset")?;
+            Ok(if readd {
+                format!(
+                    "set a new password for user {} and re-added it to {ADMINISTRATORS}",
+                    login.user.name
+                )
+            } else {
+                format!("set a new password for user {}", login.user.name)
+            })
+        }
+        None => {
+            store.create_user(first_admin(hash)).await?;
+            Ok(format!("recreated user Admin in {ADMINISTRATORS}"))
+        }
+    }
+}
+
+/// `latchkey rotate-secret`, refused while a server holds the data directory's database.
+pub fn rotate_secret(data_dir: &Path) -> anyhow::Result<()> {
+    let db = data_dir.join(DATABASE_FILE);
+    let _lock = match fs::metadata(&db) {
+        // Without a database no server can be running on it.
+        Err(_) => None,
+        Ok(_) => sqlite_process_lock(&store::sqlite_url_for(data_dir)).map_err(|e| {
+            e.context(
+                "rotate-secret refuses while a server runs on this data directory; stop it first",
+            )
+        })?,
+    };
+    crate::secrets::rotate(data_dir)
+}
+
+/// The file name of the default SQLite database in the data directory.
+const DATABASE_FILE: &str = "latchkey.db";
+
+/// The password for a new or reset `Admin`: `LATCHKEY_ADMIN_PASSWORD`, else
+/// a generated one (`true`).
+fn admin_password() -> (String, bool) {
+    match std::env::var("LATCHKEY_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => (p, false),
+        _ => (Alphanumeric.sample_string(&mut OsRng, 24), true),
+    }
+}
+
+/// `Admin` in `Administrators` with this password hash.
+fn first_admin(password_hash: String) -> UserChange {
+    UserChange {
+        name: "Admin".into(),
+        display_name: Some("Administrator".into()),
+        email: None,
+        groups: Some(vec![ADMINISTRATORS.into()]),
+        password_hash: Some(password_hash),
+    }
+}
+
+/// Opens the store; an SQLite database and its companions are made private (0600).
+async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let path = sqlite_path(url);
+    if let Some(path) = &path {
+        // Created private before SQLite creates it with the umask's mode;
+        // SQLite gives the -wal and -shm files the database's mode.
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create the database {}", path.display()))?;
+    }
+    let store = store::open(url).await.context("cannot open the database")?;
+    if let Some(path) = &path {
+        // A database made by an older latchkey may still be readable by others.
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("cannot make {} private", file.display()))?;
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// Creates the data directory (0700), or checks an existing one as
+/// PostgreSQL does: it must belong to this process's user and not be
+/// writable by group or others. Read or search permission for group or
+/// others is removed, with a warning.
+fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let meta = fs::metadata(data_dir)
+        .with_context(|| format!("cannot read the data directory {}", data_dir.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        anyhow::bail!(
+            "the data directory {} belongs to user id {}, not to the user running latchkey (id {me}): \
+             it may hold someone else's database; use a directory of your own",
+            data_dir.display(),
+            meta.uid()
+        );
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        anyhow::bail!(
+            "the data directory {} is writable by group or others (mode {mode:o}): \
+             check that nobody else put files in it, then run chmod 700 on it",
+            data_dir.display()
+        );
+    }
+    if mode & 0o077 != 0 {
+        fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", data_dir.display()))?;
+        tracing::warn!(
+            path = %data_dir.display(),
+            "the data directory was open to others (mode {mode:o}); changed it to 700"
+        );
+    }
+    Ok(())
+}
+
+/// The database's record of the installation secret.
+const FINGERPRINT_SETTING: &str = "secret_fingerprint";
+
+/// Loads the installation secret and checks it against the fingerprint the
+/// database records, so that a lost or changed secret is refused instead of
+/// silently invalidating every key.
+///
+/// A secret is generated only on a fresh SQLite installation: no users, no
+/// keys, no fingerprint, and no secret or password file left in the data
+/// directory. A database without a fingerprint (made by an older latchkey)
+/// records the secret it is started with. When the fingerprint matches the
+/// previous secret (a rotation), it is moved to the current one.
+async fn installation_secrets(
+    store: &dyn Store,
+    data_dir: &Path,
+    url: &str,
+) -> anyhow::Result<Secrets> {
+    let sqlite = url.starts_with("sqlite:");
+    let stored = store.setting(FINGERPRINT_SETTING).await?;
+    let has_users = store.has_users().await?;
+    let has_keys = !store.keys_after(KeyId::MIN, 1).await?.is_empty();
+    let fresh = stored.is_none() && !has_users && !has_keys;
+    if fresh && sqlite {
+        let leftovers: Vec<&str> = [SECRET_FILE, ADMIN_PASSWORD_FILE]
+            .into_iter()
+            .filter(|f| data_dir.join(f).exists())
+            .collect();
+        if !leftovers.is_empty() {
+            let files = leftovers.join(" and ");
+            anyhow::bail!(
+                "the database {} is empty, but the data directory {} holds {files} of an earlier installation: \
+                 restore the database from a backup, or delete {files} to start a new installation",
+                redact_url(url),
+                data_dir.display()
+            );
+        }
+    }
+    let secrets = match Secrets::load(data_dir, !sqlite)? {
+        Some(secrets) => secrets,
+        None if fresh => Secrets::generate(data_dir)?,
+        None => anyhow::bail!(
+            "there is no installation secret, but the database already has users or keys: a new secret \
+             would make every key fail; restore {} from a backup or set LATCHKEY_SECRET",
+            data_dir.join(SECRET_FILE).display()
+        ),
+    };
+    let current = fingerprint(&secrets.current);
+    let mismatch = || {
+        anyhow::anyhow!(
+            "the installation secret does not match the one this database was set up with (every key would fail): \
+             restore {} or set LATCHKEY_SECRET to the secret in use; during a rotation, give the old one as LATCHKEY_PREVIOUS_SECRET",
+            data_dir.join(SECRET_FILE).display()
+        )
+    };
+    match stored {
+        None => {
+            let kept = store.insert_setting(FINGERPRINT_SETTING, &current).await?;
+            if !same_fingerprint(&kept, &current) {
+                return Err(mismatch());
+            }
+        }
+        Some(s) if same_fingerprint(&s, &current) => {}
+        Some(s)
+            if secrets
+                .previous
+                .as_deref()
+                .is_some_and(|p| same_fingerprint(&s, &fingerprint(p))) =>
+        {
+            if !store
+                .replace_setting(FINGERPRINT_SETTING, &s, &current)
+                .await?
+            {
+                // Another node may have moved it first.
+                let now = store.setting(FINGERPRINT_SETTING).await?;
+                if !now.is_some_and(|n| same_fingerprint(&n, &current)) {
+                    return Err(mismatch());
+                }
+            }
+            tracing::info!(
+                "the database now records the current installation secret (it recorded the previous one)"
+            );
+        }
+        Some(_) => return Err(mismatch()),
+    }
+    Ok(secrets)
 }
 
 /// Longest wait for a client to send its request headers.
@@ -104,9 +407,9 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// hyper is driven directly (rather than through `axum::serve`) to bound how
 /// long and how much a client may send before its request is complete, and
 /// to hand each request its peer address as `ConnectInfo`.
-async fn serve_http(listener: TcpListener, router: Router, grace: Duration) {
+async fn serve_http(listener: TcpListener, router: Router, grace: Duration, signals: Signals) {
     let graceful = GracefulShutdown::new();
-    let stop = shutdown_signal();
+    let stop = signals.shutdown();
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -149,37 +452,95 @@ async fn serve_http(listener: TcpListener, router: Router, grace: Duration) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
+/// The signals the server handles: SIGINT and SIGTERM stop it; SIGHUP is
+/// logged and ignored (there is no configuration file to reload, and the
+/// log goes to stderr), rather than killing the process.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        let on = |kind| signal(kind).context("cannot install the signal handlers");
+        Ok(Signals {
+            interrupt: on(SignalKind::interrupt())?,
+            terminate: on(SignalKind::terminate())?,
+            hangup: on(SignalKind::hangup())?,
+        })
+    }
+
+    /// Completes on SIGINT or SIGTERM.
+    async fn shutdown(mut self) {
+        loop {
             tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+                _ = self.interrupt.recv() => return,
+                _ = self.terminate.recv() => return,
+                _ = self.hangup.recv() => {
+                    tracing::info!("SIGHUP received and ignored (latchkey has nothing to reload)");
+                }
             }
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
+    }
+}
+
+/// The path of an SQLite URL's database file; `None` for PostgreSQL and `:memory:`.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+/// A database URL without its password (in the user part or a `password`
+/// parameter), for the log and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let before_query = rest.split('?').next().unwrap_or(rest);
+    let rest = match before_query.rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            let password = if rest[..at].contains(':') { ":***" } else { "" };
+            format!("{user}{password}@{}", &rest[at + 1..])
         }
+        None => rest.to_owned(),
+    };
+    match rest.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
+                        format!("{k}=***")
+                    }
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{scheme}://{path}?{}", params.join("&"))
+        }
+        None => format!("{scheme}://{rest}"),
     }
 }
 
 /// For an SQLite URL, an exclusive lock on `<database>.lock`, held while the
 /// server runs: a second process on the same file would bypass the cache.
 fn sqlite_process_lock(url: &str) -> anyhow::Result<Option<fs::File>> {
-    let Some(rest) = url.strip_prefix("sqlite:") else {
+    let Some(path) = sqlite_path(url) else {
         return Ok(None);
     };
-    let path = rest.trim_start_matches("//");
-    let path = path.split('?').next().unwrap_or(path);
-    if path.is_empty() || path == ":memory:" {
-        return Ok(None);
-    }
+    let path = path.display();
     let lock_path = format!("{path}.lock");
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .with_context(|| format!("cannot open the lock file {lock_path}"))?;
     match file.try_lock() {
@@ -193,28 +554,32 @@ fn sqlite_process_lock(url: &str) -> anyhow::Result<Option<fs::File>> {
     }
 }
 
-/// On an empty database, creates `Admin` in `Administrators`.
+/// On an empty database, creates `Admin` in `Administrators`, never
+/// overwriting an existing `initial-admin-password`.
 async fn create_first_admin(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()> {
     if store.has_users().await? {
+        if std::env::var("LATCHKEY_ADMIN_PASSWORD").is_ok_and(|p| !p.is_empty()) {
+            tracing::warn!(
+                "LATCHKEY_ADMIN_PASSWORD is ignored: the database already has users (to set Admin's password, run latchkey reset-admin)"
+            );
+        }
         return Ok(());
     }
-    let (password, generated) = match std::env::var("LATCHKEY_ADMIN_PASSWORD") {
-        Ok(p) if !p.is_empty() => (p, false),
-        _ => (Alphanumeric.sample_string(&mut OsRng, 24), true),
-    };
+    let (password, generated) = admin_password();
     let password_file = data_dir.join(ADMIN_PASSWORD_FILE);
     if generated {
+        if password_file.exists() {
+            anyhow::bail!(
+                "{} already exists and is never overwritten: delete it or set LATCHKEY_ADMIN_PASSWORD",
+                password_file.display()
+            );
+        }
         // Written before the user exists, so that a crash cannot leave an Admin whose password nobody knows.
         write_private(&password_file, &password)?;
     }
-    let admin = UserChange {
-        name: "Admin".into(),
-        display_name: Some("Administrator".into()),
-        email: None,
-        groups: Some(vec![ADMINISTRATORS.into()]),
-        password_hash: Some(hash_password(&password)?),
-    };
-    let created = store.create_first_user(admin).await?;
+    let created = store
+        .create_first_user(first_admin(hash_password(&password)?))
+        .await?;
     match (created, generated) {
         (true, true) => tracing::warn!(
             path = %password_file.display(),
@@ -229,4 +594,31 @@ async fn create_first_admin(store: &dyn Store, data_dir: &Path) -> anyhow::Resul
         (false, false) => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redact_url_hides_passwords_only() {
+        for (url, shown) in [
+            (
+                "sqlite://./latchkey-data/latchkey.db",
+                "sqlite://./latchkey-data/latchkey.db",
+            ),
+            (
+                "postgres://lk:s3cret@db:5432/lk",
+                "postgres://lk:***@db:5432/lk",
+            ),
+            ("postgres://lk@db/lk", "postgres://lk@db/lk"),
+            ("postgres://lk:p@ss@db/lk", "postgres://lk:***@db/lk"),
+            (
+                "postgresql://db/lk?user=lk&password=s3cret&sslmode=require",
+                "postgresql://db/lk?user=lk&password=***&sslmode=require",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
 }

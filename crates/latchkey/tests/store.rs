@@ -62,6 +62,7 @@ store_tests! {
     create_first_user_creates_only_once,
     create_first_user_on_several_nodes_at_once_creates_exactly_one,
     has_users_is_false_only_on_an_empty_database,
+    settings_keep_the_first_value_and_replace_only_the_expected_one,
     committed_data_survives_reopening,
     several_nodes_can_migrate_one_database_at_once,
 }
@@ -771,6 +772,28 @@ async fn has_users_is_false_only_on_an_empty_database(ctx: Ctx) {
     assert!(ctx.store.has_users().await.unwrap());
     ctx.store.delete_user("heidi").await.unwrap();
     assert!(!ctx.store.has_users().await.unwrap());
+}
+
+async fn settings_keep_the_first_value_and_replace_only_the_expected_one(ctx: Ctx) {
+    let s = &ctx.store;
+    assert_eq!(s.setting("fingerprint").await.unwrap(), None);
+    assert_eq!(s.insert_setting("fingerprint", "a").await.unwrap(), "a");
+    assert_eq!(
+        s.insert_setting("fingerprint", "b").await.unwrap(),
+        "a",
+        "the first writer wins"
+    );
+    assert!(!s.replace_setting("fingerprint", "b", "c").await.unwrap());
+    assert_eq!(
+        s.setting("fingerprint").await.unwrap().as_deref(),
+        Some("a")
+    );
+    assert!(s.replace_setting("fingerprint", "a", "c").await.unwrap());
+    assert_eq!(
+        s.setting("fingerprint").await.unwrap().as_deref(),
+        Some("c")
+    );
+    assert_eq!(s.setting("other").await.unwrap(), None);
 }
 
 // ---- durability and start-up --------------------------------------------

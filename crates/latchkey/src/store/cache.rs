@@ -251,6 +251,18 @@ impl Store for CachedStore {
         self.inner.create_first_user(user).await
     }
 
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.inner.setting(name).await
+    }
+
+    async fn insert_setting(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        self.inner.insert_setting(name, value).await
+    }
+
+    async fn replace_setting(&self, name: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+        self.inner.replace_setting(name, old, new).await
+    }
+
     async fn close(&self) {
         self.inner.close().await;
     }

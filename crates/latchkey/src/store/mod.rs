@@ -192,7 +192,8 @@ pub struct UserChange {
 /// Every write is committed before the method returns.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Checks that the database answers.
+    /// Checks that the database answers and that the tables the hot path
+    /// reads (keys by digest, users by name) can be read through their indexes.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// The key with this digest, with its owner (the hot path: one indexed lookup).
@@ -247,6 +248,14 @@ pub trait Store: Send + Sync + 'static {
     async fn has_users(&self) -> Result<bool, StoreError>;
     /// Creates `user` only if there are no users at all; `true` if created.
     async fn create_first_user(&self, user: UserChange) -> Result<bool, StoreError>;
+
+    /// The value of an installation setting, e.g. the secret's fingerprint.
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Stores `value` unless the setting already has one; returns the value
+    /// stored afterwards (the first writer's, when nodes race).
+    async fn insert_setting(&self, name: &str, value: &str) -> Result<String, StoreError>;
+    /// Replaces the setting's value only while it is still `old`; `true` if replaced.
+    async fn replace_setting(&self, name: &str, old: &str, new: &str) -> Result<bool, StoreError>;
 
     /// Closes the connections cleanly.
     async fn close(&self);

@@ -111,7 +111,16 @@ async fn insert_user<'e, E: Executor<'e, Database = Postgres>>(
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        // The hot path's reads: a key by its digest, a user by name, each
+        // through its unique index (a missing table or a broken index fails).
+        sqlx::query("SELECT id FROM api_keys WHERE digest = $1")
+            .bind(&[0u8; 32][..])
+            .fetch_optional(&self.pool)
+            .await?;
+        sqlx::query("SELECT id FROM users WHERE name_key = $1")
+            .bind("")
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -333,6 +342,39 @@ impl Store for PostgresStore {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let value = sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(value)
+    }
+
+    async fn insert_setting(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        let stored = sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(stored)
+    }
+
+    async fn replace_setting(&self, name: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE settings SET value = $3 WHERE name = $1 AND value = $2")
+            .bind(name)
+            .bind(old)
+            .bind(new)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn close(&self) {

@@ -102,6 +102,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| anyhow::Error::new(e).context("cannot open the SQLite database"))?;
+        quick_check(&writer).await?;
         // sqlx takes no lock for SQLite migrations: when two processes start on a
         // new file at once, the loser fails on the tables the winner just made.
         // A second run then finds those migrations applied.
@@ -135,6 +136,24 @@ impl SqliteStore {
     }
 }
 
+/// Runs `PRAGMA quick_check`: a corrupt file is refused at start rather than
+/// failing request after request.
+async fn quick_check(writer: &SqlitePool) -> Result<(), StoreError> {
+    let corrupt = |detail: String| {
+        StoreError::Other(anyhow::anyhow!(
+            "the SQLite database is corrupt (quick_check: {detail}); restore it from a backup"
+        ))
+    };
+    let found: Vec<String> = sqlx::query_scalar("PRAGMA quick_check(5)")
+        .fetch_all(writer)
+        .await
+        .map_err(|e| corrupt(e.to_string()))?;
+    if found.len() == 1 && found[0] == "ok" {
+        return Ok(());
+    }
+    Err(corrupt(found.join("; ").replace('\n', " ")))
+}
+
 async fn fetch_key<'e, E: Executor<'e, Database = Sqlite>>(
     exec: E,
     id: KeyId,
@@ -159,7 +178,16 @@ async fn fetch_user<'e, E: Executor<'e, Database = Sqlite>>(
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        // The hot path's reads: a key by its digest, a user by name, each
+        // through its unique index (a missing table or a broken index fails).
+        sqlx::query("SELECT id FROM api_keys WHERE digest = ?1")
+            .bind(&[0u8; 32][..])
+            .fetch_optional(&self.readers)
+            .await?;
+        sqlx::query("SELECT id FROM users WHERE name_key = ?1")
+            .bind("")
+            .fetch_optional(&self.readers)
+            .await?;
         Ok(())
     }
 
@@ -385,6 +413,39 @@ impl Store for SqliteStore {
         .bind(unix_now())
         .execute(&self.writer)
         .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let value = sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.writer)
+            .await?;
+        Ok(value)
+    }
+
+    async fn insert_setting(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.writer)
+        .await?;
+        let stored = sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(stored)
+    }
+
+    async fn replace_setting(&self, name: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE settings SET value = ?3 WHERE name = ?1 AND value = ?2")
+            .bind(name)
+            .bind(old)
+            .bind(new)
+            .execute(&self.writer)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -17,4 +17,5 @@ mod listing;
 mod redaction;
 mod rotation;
 mod server;
+mod startup;
 mod users;
