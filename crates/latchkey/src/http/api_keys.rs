@@ -116,7 +116,7 @@ async fn list_all(app: AppState) -> Result<Response, AppError> {
                 Ok(p) => p,
                 Err(e) => {
                     let id = super::error::new_error_id();
-                    tracing::error!(error_id = %id, error = ?e, "key listing failed mid-stream");
+                    tracing::error!(error_id = %id, error = %format!("{:#}", anyhow::Error::from(e)), "key listing failed mid-stream");
                     let _ = tx.send(Err(std::io::Error::other("listing failed"))).await;
                     return;
                 }

@@ -55,7 +55,7 @@ async fn database_problem(app: &AppState) -> Option<String> {
     match app.store.ping().await {
         Ok(()) => None,
         Err(e) => {
-            tracing::error!(error = ?e, "health check: database unavailable");
+            tracing::error!(error = %format!("{:#}", anyhow::Error::from(e)), "health check: database unavailable");
             Some("the database is not answering; see the server log".into())
         }
     }
