@@ -1,7 +1,8 @@
 //! Several `latchkey` nodes on one PostgreSQL database, sharing one
 //! `LATCHKEY_SECRET`: a key deleted through one node is refused by every
 //! node on the very next request, also while a node's database connections
-//! are being cut under it. (Skipped loudly without `LATCHKEY_TEST_POSTGRES_URL`.)
+//! are being cut under it. Every test here needs `LATCHKEY_TEST_POSTGRES_URL`
+//! and is `#[ignore]`d, so that it runs only with `--run-ignored all`.
 
 mod common;
 
@@ -15,24 +16,19 @@ use sqlx::{Connection, PgConnection};
 use common::{client, full_control, Backend, Options, TestDatabase, TestServer};
 
 #[test]
+#[ignore = "needs PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and pass --run-ignored all"]
 fn a_key_deleted_on_one_node_is_refused_by_every_node_at_once() {
-    let Some(cluster) =
-        Cluster::start("a_key_deleted_on_one_node_is_refused_by_every_node_at_once")
-    else {
-        return;
-    };
+    let cluster = Cluster::start("a_key_deleted_on_one_node_is_refused_by_every_node_at_once");
     for round in 0..200 {
         cluster.round(round);
     }
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and pass --run-ignored all"]
 fn nodes_whose_connections_are_cut_recover_and_never_accept_a_deleted_key() {
-    let Some(cluster) =
-        Cluster::start("nodes_whose_connections_are_cut_recover_and_never_accept_a_deleted_key")
-    else {
-        return;
-    };
+    let cluster =
+        Cluster::start("nodes_whose_connections_are_cut_recover_and_never_accept_a_deleted_key");
     for round in 0..50 {
         let cut = cluster.cut_connections(Some(B));
         assert!(cut > 0, "round {round}: node b had no connection to cut");
@@ -60,12 +56,9 @@ fn nodes_whose_connections_are_cut_recover_and_never_accept_a_deleted_key() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and pass --run-ignored all"]
 fn three_nodes_starting_at_once_on_an_empty_database_share_one_admin() {
-    if common::postgres_url("three_nodes_starting_at_once_on_an_empty_database_share_one_admin")
-        .is_none()
-    {
-        return;
-    }
+    common::postgres_url("three_nodes_starting_at_once_on_an_empty_database_share_one_admin");
     let db = TestDatabase::create();
     let starts: Vec<_> = [A, B, C]
         .into_iter()
@@ -117,11 +110,11 @@ struct Cluster {
 
 impl Cluster {
     /// Starts `a` first (it migrates and creates `Admin`), then `b` and `c`.
-    fn start(test: &str) -> Option<Cluster> {
-        common::postgres_url(test)?;
+    fn start(test: &str) -> Cluster {
+        common::postgres_url(test);
         let db = TestDatabase::create();
         let [a, b, c] = [A, B, C].map(|name| node_on(with_application_name(&db.url, name)));
-        Some(Cluster { a, b, c, db })
+        Cluster { a, b, c, db }
     }
 
     fn nodes(&self) -> [&TestServer; 3] {

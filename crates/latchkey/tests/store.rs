@@ -1,8 +1,9 @@
 //! The storage contract: every test runs against SQLite and PostgreSQL.
 //!
 //! `sqlite::<test>` uses a file in a temporary directory; `postgres::<test>`
-//! a fresh database on the server `LATCHKEY_TEST_POSTGRES_URL` names (skipped
-//! loudly when that is unset, failing when it is set but unreachable).
+//! a fresh database on the server `LATCHKEY_TEST_POSTGRES_URL` names. The
+//! PostgreSQL tests are `#[ignore]`d (run them with `--run-ignored all`) and
+//! fail when that variable is unset or the server unreachable.
 
 mod common;
 
@@ -33,6 +34,7 @@ macro_rules! store_tests {
         mod postgres {
             $(
                 #[test]
+                #[ignore = "needs PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and pass --run-ignored all"]
                 fn $name() {
                     super::on_postgres(stringify!($name), super::$name)
                 }
@@ -65,6 +67,55 @@ store_tests! {
     settings_keep_the_first_value_and_replace_only_the_expected_one,
     committed_data_survives_reopening,
     several_nodes_can_migrate_one_database_at_once,
+}
+
+/// `sslmode=require` in the URL: every session of the store is encrypted
+/// (sqlx is built with rustls). On a server without TLS the store refuses to
+/// open rather than fall back to plain text.
+#[test]
+#[ignore = "needs PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and pass --run-ignored all"]
+fn postgres_sslmode_require_encrypts_every_session() {
+    let admin_url = common::postgres_url("postgres_sslmode_require_encrypts_every_session");
+    let db = TestDatabase::create();
+    let app = format!("lk_tls_{}", std::process::id());
+    let url = format!("{}?sslmode=require&application_name={app}", db.url);
+    let server_has_tls = common::pg_count(
+        &admin_url,
+        "SELECT count(*) FROM pg_settings WHERE name = 'ssl' AND setting = 'on'",
+    ) == 1;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let store = match runtime.block_on(store::open(&url)) {
+        Ok(store) => store,
+        Err(e) if !server_has_tls => {
+            eprintln!("the server has ssl = off; sslmode=require was refused: {e}");
+            return;
+        }
+        Err(e) => panic!("cannot open the store with sslmode=require: {e:#}"),
+    };
+    assert!(
+        server_has_tls,
+        "sslmode=require connected to a server without TLS"
+    );
+    let sessions = |encrypted: bool| {
+        common::pg_count(
+            &admin_url,
+            &format!(
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE application_name = '{app}' AND ssl = {encrypted}"
+            ),
+        )
+    };
+    assert!(sessions(true) >= 1, "no encrypted session of the store");
+    assert_eq!(
+        sessions(false),
+        0,
+        "a session of the store is not encrypted"
+    );
+    runtime.block_on(store.close());
+    drop(db);
 }
 
 /// One test's database: an open store and how to open more on the same data.
@@ -135,9 +186,7 @@ where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = ()>,
 {
-    if common::postgres_url(name).is_none() {
-        return;
-    }
+    common::postgres_url(name);
     // Created and dropped outside the runtime: TestDatabase runs its own.
     let databases = Arc::new(Mutex::new(vec![TestDatabase::create()]));
     let url = databases.lock().unwrap()[0].url.clone();

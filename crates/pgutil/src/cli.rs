@@ -56,7 +56,7 @@ pub struct ServerOptions {
     /// User name to authenticate with (overrides the source's credential).
     #[arg(long, value_name = "USER")]
     pub username: Option<String>,
-    /// Password of --username.
+    /// Password of --username (asked for on a terminal when absent).
     #[arg(long, value_name = "PASSWORD", requires = "username")]
     pub password: Option<String>,
 }
@@ -237,7 +237,7 @@ pub struct SourcesAddArgs {
     /// User name to store.
     #[arg(long, value_name = "USER")]
     pub username: Option<String>,
-    /// Password to store with --username.
+    /// Password to store with --username (asked for on a terminal when absent).
     #[arg(long, value_name = "PASSWORD", requires = "username")]
     pub password: Option<String>,
     /// Store the API key or password in plain text instead of obfuscated.
@@ -264,7 +264,7 @@ pub struct SourcesTestArgs {
 /// `pgutil security …`
 #[derive(Debug, Subcommand)]
 pub enum SecurityCommand {
-    /// Creates, lists and deletes users.
+    /// Creates, lists and deletes users and sets their passwords.
     #[command(subcommand, arg_required_else_help = true)]
     Users(UsersCommand),
 }
@@ -315,6 +315,25 @@ source's credential or --api-key (which also takes USER:PASSWORD).")]
 Here --username names the user to delete; authenticate with the source's
 credential or --api-key (which also takes USER:PASSWORD).")]
     Delete(UsersDeleteArgs),
+    /// Sets a user's password: asked twice on a terminal, else the first line of stdin.
+    #[command(after_help = "Examples:
+  $ pgutil security users passwd --username=jsmith
+  $ printf '%s\\n' \"$NEW_PASSWORD\" | pgutil security users passwd --username=ci --api-key=Admin:adminpassword
+
+Here --username names the user whose password changes; authenticate with the
+source's credential or --api-key (which also takes USER:PASSWORD).")]
+    Passwd(UsersPasswdArgs),
+}
+
+/// Options of `security users passwd`.
+#[derive(Debug, Args)]
+pub struct UsersPasswdArgs {
+    /// Login name of the user whose password changes.
+    #[arg(long, value_name = "NAME")]
+    pub username: String,
+    /// Server and credential.
+    #[command(flatten)]
+    pub server: SourceOnlyOptions,
 }
 
 /// Options of `security users create`.

@@ -14,7 +14,8 @@ use serde::Serialize;
 use crate::cli::ServerOptions;
 use crate::config::{config_path, Config, Credential};
 use crate::error::Error;
-use crate::output::one_line;
+use crate::output::{one_line, printable};
+use crate::prompt::login_password;
 
 /// Time allowed to open a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,7 +62,8 @@ pub fn display_url(url: &Url) -> String {
 
 /// Picks the server and credential from `--source`, the config file and the
 /// credential options: `--api-key` wins over `--username`/`--password`, which
-/// win over the source's stored credential.
+/// win over the source's stored credential. A user without a password gets it
+/// asked for on the terminal (a usage error without one).
 pub fn resolve(options: &ServerOptions) -> Result<Target, Error> {
     let (url, stored) = match options.source.as_deref() {
         Some(text) if looks_like_url(text) => {
@@ -91,16 +93,32 @@ pub fn resolve(options: &ServerOptions) -> Result<Target, Error> {
         }
     };
     let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-    let credential = if let Some(key) = non_empty(&options.api_key) {
-        Some(Credential::ApiKey(key))
-    } else if let Some(name) = non_empty(&options.username) {
-        Some(Credential::User {
-            name,
-            password: options.password.clone().unwrap_or_default(),
-        })
-    } else {
-        stored
-    };
+    let credential =
+        if let Some(key) = non_empty(&options.api_key) {
+            Some(Credential::ApiKey(key))
+        } else if let Some(name) = non_empty(&options.username) {
+            let password = match non_empty(&options.password) {
+                Some(password) => password,
+                None => login_password(
+                    &name,
+                    &format!("--username={} without --password", printable(&name)),
+                    "give --password=PASSWORD",
+                )?,
+            };
+            Some(Credential::User { name, password })
+        } else {
+            match stored {
+                Some(Credential::User { name, password }) if password.is_empty() => {
+                    let password = login_password(
+                    &name,
+                    &format!("the source's user {} has no stored password", printable(&name)),
+                    "give --username and --password, or store a password with `pgutil sources add`",
+                )?;
+                    Some(Credential::User { name, password })
+                }
+                stored => stored,
+            }
+        };
     Ok(Target { url, credential })
 }
 

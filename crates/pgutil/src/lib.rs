@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod output;
+pub mod prompt;
 pub mod security;
 pub mod sources;
 

@@ -1,20 +1,22 @@
-//! `pgutil security users create|list|delete`.
+//! `pgutil security users create|list|delete|passwd`.
 
 use std::io::IsTerminal;
 
 use proget_api::{paths, UserEdit, UserInfo};
 use reqwest::Method;
 
-use crate::cli::{SecurityCommand, UsersCommand, UsersCreateArgs};
+use crate::cli::{SecurityCommand, UsersCommand, UsersCreateArgs, UsersPasswdArgs};
 use crate::client::{resolve, Client};
 use crate::error::Error;
 use crate::output::{print, printable, user_list};
+use crate::prompt;
 
 /// Runs a `security` command.
 pub fn run(command: SecurityCommand) -> Result<(), Error> {
     let SecurityCommand::Users(users) = command;
     match users {
         UsersCommand::Create(args) => create(args),
+        UsersCommand::Passwd(args) => passwd(args),
         UsersCommand::List(args) => {
             let client = Client::new(&resolve(&args.server)?)?;
             let query: Vec<(&str, &str)> = args
@@ -49,7 +51,7 @@ fn create(args: UsersCreateArgs) -> Result<(), Error> {
     let client = Client::new(&resolve(&args.server.clone().into())?)?;
     let password = match args.password {
         Some(password) => password,
-        None => prompt_new_password()?,
+        None => prompt_new_password(&args.username)?,
     };
     if password.is_empty() {
         return Err(Error::Usage(
@@ -75,28 +77,29 @@ fn create(args: UsersCreateArgs) -> Result<(), Error> {
     print("User created.\n")
 }
 
-/// Asks for the new password twice on the terminal, without echo.
-fn prompt_new_password() -> Result<String, Error> {
+/// Asks for the new user's password twice on the terminal, without echo.
+fn prompt_new_password(user: &str) -> Result<String, Error> {
     if !std::io::stdin().is_terminal() {
         return Err(Error::Usage(
             "error: no --password given and standard input is not a terminal to ask for one; give --password=PASSWORD".into(),
         ));
     }
-    let ask = |prompt: &str| {
-        rpassword::prompt_password(prompt).map_err(|e| {
-            Error::Failed(format!("error: could not read the password from the terminal ({e}); give --password=PASSWORD"))
-        })
+    prompt::new_password_on_terminal(user)
+}
+
+/// `security users passwd`: `POST /api/security/users/edit` with only the new password.
+fn passwd(args: UsersPasswdArgs) -> Result<(), Error> {
+    let client = Client::new(&resolve(&args.server.into())?)?;
+    let password = prompt::new_password(&args.username)?;
+    let name = printable(&args.username);
+    print(&format!("Changing the password of user {name}...\n"))?;
+    let edit = UserEdit {
+        name: args.username.clone(),
+        password: Some(password),
+        ..Default::default()
     };
-    let password = ask("Enter password for user: ")?;
-    if password.is_empty() {
-        return Err(Error::Usage(
-            "error: the password is empty; type a non-empty password".into(),
-        ));
-    }
-    if ask("Confirm password: ")? != password {
-        return Err(Error::Usage(
-            "error: the passwords did not match; run the command again".into(),
-        ));
-    }
-    Ok(password)
+    client
+        .post_json_ignoring_answer(paths::USERS_EDIT, &edit)
+        .map_err(|e| e.describe(&format!("changing the password of user {name}")))?;
+    print("Password changed.\n")
 }

@@ -7,6 +7,7 @@ use crate::client::{parse_server_url, Client, Target};
 use crate::config::{config_path, obfuscate, Config, Source};
 use crate::error::Error;
 use crate::output::{note, print, printable, source_list};
+use crate::prompt::login_password;
 
 /// Runs a `sources` command.
 pub fn run(command: SourcesCommand) -> Result<(), Error> {
@@ -72,7 +73,14 @@ fn new_source(args: SourcesAddArgs) -> Result<Source, Error> {
         ..Default::default()
     };
     let token = args.api_key.filter(|k| !k.is_empty());
-    let password = args.password.filter(|p| !p.is_empty());
+    let password = match (&source.username, args.password.filter(|p| !p.is_empty())) {
+        (Some(name), None) => Some(login_password(
+            name,
+            &format!("--username={} without --password", printable(name)),
+            "give --password=PASSWORD",
+        )?),
+        (_, password) => password,
+    };
     if token.is_none() && password.is_none() {
         return Ok(source);
     }

@@ -27,19 +27,24 @@ pub enum Backend {
     Postgres,
 }
 
-/// The PostgreSQL URL for tests, or `None` (after saying so loudly) when unset.
-pub fn postgres_url(test: &str) -> Option<String> {
+/// The PostgreSQL URL for tests. PostgreSQL tests are `#[ignore]`d, so that a
+/// run without PostgreSQL reports them as skipped; one that does run (with
+/// `--run-ignored all`) panics here when `LATCHKEY_TEST_POSTGRES_URL` is unset,
+/// rather than passing without having tested anything.
+pub fn postgres_url(test: &str) -> String {
     match std::env::var("LATCHKEY_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("SKIPPED: PostgreSQL half of {test} (LATCHKEY_TEST_POSTGRES_URL is unset)");
-            None
-        }
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "{test} needs PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL \
+             (e.g. postgres://postgres@127.0.0.1:5432/test), or run without \
+             --run-ignored to skip the PostgreSQL tests"
+        ),
     }
 }
 
 /// Runs a test body once per back end: `both_backends!(name, body_fn);`
-/// declares `name::sqlite` and `name::postgres` tests.
+/// declares `name::sqlite` and `name::postgres` tests; the PostgreSQL one is
+/// ignored unless the run asks for ignored tests (see [`postgres_url`]).
 #[macro_export]
 macro_rules! both_backends {
     ($($name:ident),+ $(,)?) => {$(
@@ -49,10 +54,10 @@ macro_rules! both_backends {
                 super::$name($crate::common::Backend::Sqlite)
             }
             #[test]
+            #[ignore = "needs PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and pass --run-ignored all"]
             fn postgres() {
-                if $crate::common::postgres_url(stringify!($name)).is_some() {
-                    super::$name($crate::common::Backend::Postgres)
-                }
+                $crate::common::postgres_url(concat!(module_path!(), "::postgres"));
+                super::$name($crate::common::Backend::Postgres)
             }
         }
     )+};
@@ -69,8 +74,7 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates a database with a random name on the server of `LATCHKEY_TEST_POSTGRES_URL`.
     pub fn create() -> TestDatabase {
-        let admin_url = std::env::var("LATCHKEY_TEST_POSTGRES_URL")
-            .expect("LATCHKEY_TEST_POSTGRES_URL must be set for PostgreSQL tests");
+        let admin_url = postgres_url("this PostgreSQL test");
         let name = format!("lk_test_{:016x}", rand_u64());
         pg_execute(&admin_url, &format!("CREATE DATABASE {name}"));
         let url = match admin_url.rsplit_once('/') {
