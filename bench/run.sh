@@ -551,8 +551,12 @@ main() {
     die "at least one scenario failed (see the errors above); BENCHMARKS.md not written"
   fi
   if [[ $MODE == full ]]; then
+    # Carry the hand-written analysis (from its "## Analysis" heading on) over.
+    if grep -q '^## Analysis' "$ROOT/BENCHMARKS.md" 2>/dev/null; then
+      { echo; sed -n '/^## Analysis/,$p' "$ROOT/BENCHMARKS.md"; } >>"$WORK/BENCHMARKS.md"
+    fi
     cp "$WORK/BENCHMARKS.md" "$ROOT/BENCHMARKS.md"
-    say "wrote BENCHMARKS.md"
+    say "wrote BENCHMARKS.md (the hand-written analysis carried over: update it)"
   fi
 }
 
