@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod logging;
 pub mod secrets;
 pub mod server;
 pub mod store;

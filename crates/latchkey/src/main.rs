@@ -1,21 +1,13 @@
 //! The `latchkey` binary: parses arguments, runs the server, maps errors to exit codes.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use latchkey::config::{Cli, Command};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let _log = latchkey::logging::init(); // dropped last, after the runtime: flushes
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

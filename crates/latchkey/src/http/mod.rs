@@ -405,11 +405,17 @@ fn too_many_failures(refusal: limiter::Refusal) -> Response {
 /// A JSON `200` response.
 fn json_ok<T: serde::Serialize>(value: &T) -> Result<Response, AppError> {
     let body = serde_json::to_vec(value).map_err(anyhow::Error::from)?;
-    Ok((
+    Ok(json_response(body))
+}
+
+/// A `200` with a JSON body in one buffer (so with `Content-Length`).
+fn json_response(body: impl Into<Body>) -> Response {
+    let body: Body = body.into();
+    (
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// An empty `200` response.

@@ -14,12 +14,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
+use axum::body::Bytes;
 
 use super::{
     name_key, JsonPage, KeyId, NewKey, Store, StoreError, StoredKey, User, UserChange, UserId,
     UserLogin,
 };
 use crate::keys::KeyDigest;
+use proget_api::ApiKeyInfo;
 
 /// Most entries of each kind before the cache starts over.
 const MAX_ENTRIES: usize = 200_000;
@@ -32,8 +34,14 @@ struct State {
     keys: HashMap<KeyDigest, StoredKey>,
     /// Where a key id appears, to invalidate by id.
     placed: HashMap<KeyId, Placement>,
-    lists: HashMap<UserId, Vec<StoredKey>>,
+    lists: HashMap<UserId, CachedList>,
     logins: HashMap<String, UserLogin>,
+}
+
+/// A user's personal keys, and the same list serialised for the wire.
+struct CachedList {
+    keys: Vec<StoredKey>,
+    json: Bytes,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -101,6 +109,39 @@ impl CachedStore {
         change(&mut s);
     }
 
+    /// A user's personal keys, from the cache or read (and cached) with their JSON.
+    async fn cached_list(&self, user: UserId) -> Result<CachedList, StoreError> {
+        let generation = {
+            let s = self.read();
+            if let Some(list) = s.lists.get(&user) {
+                return Ok(CachedList {
+                    keys: list.keys.clone(),
+                    json: list.json.clone(),
+                });
+            }
+            s.generation
+        };
+        let keys = self.inner.list_keys(Some(user)).await?;
+        let infos: Vec<ApiKeyInfo> = keys.iter().cloned().map(ApiKeyInfo::from).collect();
+        let json =
+            Bytes::from(serde_json::to_vec(&infos).map_err(|e| StoreError::Other(e.into()))?);
+        if keys.len() <= MAX_CACHED_LIST {
+            self.fill(generation, |s| {
+                for k in &keys {
+                    s.placed.entry(k.id).or_default().list_owner = Some(user);
+                }
+                s.lists.insert(
+                    user,
+                    CachedList {
+                        keys: keys.clone(),
+                        json: json.clone(),
+                    },
+                );
+            });
+        }
+        Ok(CachedList { keys, json })
+    }
+
     /// Stores a fill unless an invalidation happened since `generation`.
     fn fill(&self, generation: u64, insert: impl FnOnce(&mut State)) {
         let mut s = self.write();
@@ -140,26 +181,21 @@ impl Store for CachedStore {
     }
 
     async fn list_keys(&self, owner: Option<UserId>) -> Result<Vec<StoredKey>, StoreError> {
-        let Some(user) = owner else {
-            return self.inner.list_keys(None).await;
-        };
-        let generation = {
-            let s = self.read();
-            if let Some(list) = s.lists.get(&user) {
-                return Ok(list.clone());
-            }
-            s.generation
-        };
-        let list = self.inner.list_keys(owner).await?;
-        if list.len() <= MAX_CACHED_LIST {
-            self.fill(generation, |s| {
-                for k in &list {
-                    s.placed.entry(k.id).or_default().list_owner = Some(user);
-                }
-                s.lists.insert(user, list.clone());
-            });
+        match owner {
+            None => self.inner.list_keys(None).await,
+            Some(user) => Ok(self.cached_list(user).await?.keys),
         }
-        Ok(list)
+    }
+
+    async fn list_keys_json(&self, owner: UserId) -> Result<Bytes, StoreError> {
+        {
+            let s = self.read();
+            if let Some(list) = s.lists.get(&owner) {
+                // A reference count, not a copy.
+                return Ok(list.json.clone());
+            }
+        }
+        Ok(self.cached_list(owner).await?.json)
     }
 
     async fn keys_after(&self, after: KeyId, limit: u32) -> Result<Vec<StoredKey>, StoreError> {
@@ -409,7 +445,11 @@ mod tests {
             cache.list_keys(Some(user.id)).await.unwrap(),
             vec![key.clone()]
         );
+        let json = cache.list_keys_json(user.id).await.unwrap();
+        let expected = serde_json::to_vec(&[ApiKeyInfo::from(key.clone())]).unwrap();
+        assert_eq!(json, expected, "the wire form of the cached list");
         cache.delete_key(key.id).await.unwrap();
         assert!(cache.list_keys(Some(user.id)).await.unwrap().is_empty());
+        assert_eq!(cache.list_keys_json(user.id).await.unwrap(), &b"[]"[..]);
     }
 }

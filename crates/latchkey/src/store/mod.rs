@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use axum::body::Bytes;
 use proget_api::{ApiKeyInfo, ApiKeyType, Logging, PackagePermission, SystemApi};
 use time::OffsetDateTime;
 
@@ -202,6 +203,18 @@ pub trait Store: Send + Sync + 'static {
     async fn key_by_id(&self, id: KeyId) -> Result<Option<StoredKey>, StoreError>;
     /// All keys ordered by id, or only the personal keys of one user.
     async fn list_keys(&self, owner: Option<UserId>) -> Result<Vec<StoredKey>, StoreError>;
+    /// One user's personal keys as the JSON array `GET /api/api-keys/list`
+    /// answers (never with key text); the cache keeps it serialised.
+    async fn list_keys_json(&self, owner: UserId) -> Result<Bytes, StoreError> {
+        let infos: Vec<ApiKeyInfo> = self
+            .list_keys(Some(owner))
+            .await?
+            .into_iter()
+            .map(ApiKeyInfo::from)
+            .collect();
+        let json = serde_json::to_vec(&infos).map_err(|e| StoreError::Other(e.into()))?;
+        Ok(Bytes::from(json))
+    }
     /// Up to `limit` keys of any owner with ids above `after`, ordered by id:
     /// one page of a listing too large to hold at once.
     async fn keys_after(&self, after: KeyId, limit: u32) -> Result<Vec<StoredKey>, StoreError>;

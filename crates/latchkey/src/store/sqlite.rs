@@ -19,24 +19,28 @@ use crate::keys::KeyDigest;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// One page of the listing as JSON, written by SQLite: one row per page.
-/// `json_patch` onto `{}` drops null members (the wire format omits them); a
-/// comma-separated column becomes a JSON array of strings.
+/// Each object is concatenated from its present members only (the wire
+/// format omits null members; building the object with `json_object` and
+/// stripping its nulls with `json_patch` cost twice as much). Strings go
+/// through `json_quote`, the quoting `json_object` uses; a comma-separated
+/// column becomes a JSON array of strings (its values need no escaping).
 const KEY_PAGE_JSON: &str = r#"
 SELECT group_concat(j, ',' ORDER BY id), max(id), count(*) FROM (
-  SELECT k.id AS id, json_patch('{}', json_object(
-    'id', k.id,
-    'type', k.key_type,
-    'displayName', k.display_name,
-    'description', k.description,
-    'systemApis', CASE WHEN k.key_type = 'system' THEN json(
-        '[' || CASE WHEN k.system_apis = '' THEN '' ELSE '"' || replace(k.system_apis, ',', '","') || '"' END || ']') END,
-    'packagePermissions', CASE WHEN k.key_type = 'feed' THEN json(
-        '[' || CASE WHEN k.package_permissions = '' THEN '' ELSE '"' || replace(k.package_permissions, ',', '","') || '"' END || ']') END,
-    'feed', k.feed,
-    'feedGroup', k.feed_group,
-    'expiration', strftime('%Y-%m-%dT%H:%M:%SZ', k.expiration, 'unixepoch'),
-    'logging', k.logging,
-    'user', u.name)) AS j
+  SELECT k.id AS id, '{"id":' || k.id
+    || ',"type":' || json_quote(k.key_type)
+    || iif(k.display_name IS NULL, '', ',"displayName":' || json_quote(k.display_name))
+    || iif(k.description IS NULL, '', ',"description":' || json_quote(k.description))
+    || iif(k.key_type = 'system', ',"systemApis":['
+        || iif(k.system_apis = '', '', '"' || replace(k.system_apis, ',', '","') || '"') || ']', '')
+    || iif(k.key_type = 'feed', ',"packagePermissions":['
+        || iif(k.package_permissions = '', '', '"' || replace(k.package_permissions, ',', '","') || '"') || ']', '')
+    || iif(k.feed IS NULL, '', ',"feed":' || json_quote(k.feed))
+    || iif(k.feed_group IS NULL, '', ',"feedGroup":' || json_quote(k.feed_group))
+    || iif(k.expiration IS NULL, '',
+        ',"expiration":"' || strftime('%Y-%m-%dT%H:%M:%SZ', k.expiration, 'unixepoch') || '"')
+    || ',"logging":' || json_quote(k.logging)
+    || iif(u.name IS NULL, '', ',"user":' || json_quote(u.name))
+    || '}' AS j
   FROM api_keys k LEFT JOIN users u ON u.id = k.user_id
   WHERE k.id > ? ORDER BY k.id LIMIT ?)
 "#;

@@ -15,6 +15,8 @@ use tempfile::TempDir;
 
 /// Password of the bootstrap `Admin` in every test server.
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+/// Path of the marker requests [`TestServer::log`] sends (answered 404).
+const LOG_SYNC_PATH: &str = "/__test-log-sync-";
 /// Installation secret shared by test nodes.
 pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 
@@ -316,8 +318,21 @@ impl TestServer {
         format!("Admin:{ADMIN_PASSWORD}")
     }
 
-    /// Everything the server wrote to stderr so far.
+    /// Everything the server logged so far. The server writes its log from a
+    /// writer thread, so a running server is first sent a marker request
+    /// (whose log line follows every earlier one) and the log read until the
+    /// marker is in it; marker lines are left out of the result.
     pub fn log(&self) -> String {
+        self.sync_log();
+        self.raw_log()
+            .lines()
+            .filter(|l| !l.contains(LOG_SYNC_PATH))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// The log file as it is, without waiting for the writer thread.
+    fn raw_log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
@@ -327,6 +342,32 @@ impl TestServer {
             .as_ref()
             .map(Child::id)
             .expect("the server is running")
+    }
+
+    fn sync_log(&self) {
+        static MARKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let quiet = self.options.env.iter().any(|(k, _)| k == "RUST_LOG");
+        if self.child.is_none() || quiet {
+            return;
+        }
+        let n = MARKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let marker = format!("{LOG_SYNC_PATH}{n}\"");
+        if client()
+            .get(self.url(&format!("{LOG_SYNC_PATH}{n}")))
+            .send()
+            .is_err()
+        {
+            return; // not answering: what it wrote is all there is
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            if log.contains(&marker) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the log marker {marker} did not reach the log within 30 s");
     }
 
     /// The temporary directory holding the data directory and log.
@@ -386,7 +427,7 @@ impl TestServer {
     /// fail: returns the exit status and what the new process wrote to stderr.
     pub fn restart_expecting_failure(&mut self) -> (ExitStatus, String) {
         self.kill();
-        let before = self.log().len();
+        let before = self.raw_log().len();
         if self.spawn().is_ok() {
             panic!(
                 "the server started but should have refused:\n{}",
@@ -395,7 +436,7 @@ impl TestServer {
         }
         let mut child = self.child.take().expect("spawned");
         let status = wait_with_timeout(&mut child, Duration::from_secs(30));
-        (status, self.log()[before..].to_owned())
+        (status, self.raw_log()[before..].to_owned())
     }
 
     /// Creates a key as the admin; returns `(id, key text)`.

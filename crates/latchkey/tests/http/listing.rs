@@ -7,6 +7,29 @@ use crate::both_backends;
 use crate::common::{full_control, Backend, TestServer};
 
 both_backends!(an_admin_listing_spanning_several_pages_has_every_key_once_in_order);
+both_backends!(a_listing_within_one_page_goes_out_in_one_buffer_with_a_length);
+
+fn a_listing_within_one_page_goes_out_in_one_buffer_with_a_length(backend: Backend) {
+    let s = TestServer::start(backend);
+    let (_, admin) = s.create_key(full_control());
+    s.create_key(full_control());
+    let r = s.list_keys(&admin);
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("transfer-encoding").is_none(),
+        "not chunked: {:?}",
+        r.headers()
+    );
+    let length: usize = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = r.bytes().unwrap();
+    assert_eq!(body.len(), length);
+    let listed: Vec<Value> = serde_json::from_slice(&body).expect("one valid JSON array");
+    assert_eq!(listed.len(), 2);
+}
 
 fn an_admin_listing_spanning_several_pages_has_every_key_once_in_order(backend: Backend) {
     let s = TestServer::start(backend);
