@@ -67,6 +67,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.pseudo_keys,
         ),
         custom_keys: args.custom_keys,
+        rules: args.input_rules(),
         body_timeout: Duration::from_secs(args.body_timeout),
         limiter: LimiterConfig::build(args.auth_failure_limit, args.auth_block_seconds),
     });

@@ -59,6 +59,10 @@ impl From<AuthError> for AppError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Store(e) => e.into(),
+            AuthError::Ambiguous => AppError::BadRequest(
+                "more than one credential in the request; send exactly one".into(),
+            ),
+            AuthError::Malformed(m) => AppError::BadRequest(m.into()),
             AuthError::PseudoKeysDisabled => AppError::Forbidden {
                 public: "user:password pseudo-keys are disabled on this server",
                 cause: e.to_string(),
