@@ -133,7 +133,10 @@ async fn serve_http(listener: TcpListener, router: Router, grace: Duration) {
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEAD_BYTES)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            .serve_connection(
+                TokioIo::new(crate::http::wire::PlainErrors::new(stream)),
+                TowerToHyperService::new(service),
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -5,6 +5,7 @@ mod error;
 mod health;
 pub mod limiter;
 mod users;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};

@@ -9,6 +9,7 @@ mod delete;
 mod general;
 mod health;
 mod hostile;
+mod input;
 mod keys;
 mod limiter;
 mod limits;
