@@ -272,11 +272,17 @@ pub fn sqlite_url_for(data_dir: &Path) -> String {
 }
 
 /// The key under which a user name is unique and looked up (same rule on
-/// every back end): NFKC, lower-cased, NFKC again, so that names differing
-/// only by case or by compatibility forms (`Ａdmin`, `Admin`) are one name.
+/// every back end): NFKC, lower-cased (with the full case folds of `ß` and
+/// final `ς`), NFKC again, so that names differing only by case or by
+/// compatibility forms (`Ａdmin`, `Admin`) are one name.
 pub(crate) fn name_key(name: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
-    let lower: String = name.nfkc().collect::<String>().to_lowercase();
+    let lower = name
+        .nfkc()
+        .collect::<String>()
+        .to_lowercase()
+        .replace('ß', "ss")
+        .replace('ς', "σ");
     lower.nfkc().collect()
 }
 

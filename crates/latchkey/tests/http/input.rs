@@ -27,6 +27,7 @@ both_backends!(
     expirations_beyond_9999_are_400_and_sub_seconds_are_dropped_first,
     user_names_with_invisible_characters_are_400,
     user_names_equal_under_case_folding_or_nfkc_are_one_name,
+    look_up_keys_of_an_older_version_are_renewed_at_start,
     passwords_need_the_minimum_length,
     the_last_administrator_cannot_be_deleted_or_demoted,
 );
@@ -446,6 +447,17 @@ fn user_names_equal_under_case_folding_or_nfkc_are_one_name(backend: Backend) {
     }
     // The same user is reached under any of its equivalent spellings.
     assert_eq!(s.list_keys("\u{FB01}ona:fiona-password").status(), 200);
+}
+
+fn look_up_keys_of_an_older_version_are_renewed_at_start(backend: Backend) {
+    let mut s = TestServer::start(backend);
+    s.add_user("\u{FF26}red", "fred-password", &[]);
+    // An older version stored only the lower-cased name as the look-up key.
+    s.execute_sql("UPDATE users SET name_key = 'ｆred' WHERE name = 'Ｆred'");
+    s.restart();
+    assert_eq!(s.list_keys("fred:fred-password").status(), 200);
+    let r = add_user(&s, &json!({"name": "FRED", "password": "long-enough-pw"}));
+    assert_eq!(r.status(), 400);
 }
 
 fn passwords_need_the_minimum_length(backend: Backend) {
