@@ -57,9 +57,9 @@ pub struct ServeArgs {
     /// Accept a caller-chosen `key` text on create.
     #[arg(long, env = "LATCHKEY_CUSTOM_KEYS", default_value_t = true, action = ArgAction::Set)]
     pub custom_keys: bool,
-    /// Shortest custom key text accepted on create (at least 8).
+    /// Shortest custom key text accepted on create (8 to 256).
     #[arg(long, env = "LATCHKEY_CUSTOM_KEY_MIN_LENGTH", default_value_t = 16,
-          value_parser = clap::value_parser!(u16).range(crate::keys::MIN_CUSTOM_KEY_FLOOR as i64..))]
+          value_parser = clap::value_parser!(u16).range(crate::keys::MIN_CUSTOM_KEY_FLOOR as i64..=256))]
     pub custom_key_min_length: u16,
     /// Most personal keys a non-administrator may hold.
     #[arg(long, env = "LATCHKEY_MAX_PERSONAL_KEYS", default_value_t = 100)]

@@ -36,6 +36,10 @@ impl<T> PlainErrors<T> {
 /// The rewritten response when `buf` is exactly one bodiless error head
 /// without a content type; `None` otherwise.
 fn rewrite(buf: &[u8]) -> Option<Vec<u8>> {
+    // Cheap refusals first: this sees every write of every connection.
+    if !buf.starts_with(b"HTTP/1.") || !(buf.get(9) == Some(&b'4') || buf.get(9) == Some(&b'5')) {
+        return None;
+    }
     let head = buf.strip_suffix(b"\r\n\r\n")?;
     let head = std::str::from_utf8(head).ok()?;
     if head.contains("\r\n\r\n") {
