@@ -50,21 +50,17 @@ impl std::fmt::Debug for Credential {
     }
 }
 
-#[derive(Deserialize)]
-struct JsonApiKey {
-    #[serde(rename = "API_Key")]
-    api_key: Option<String>,
-}
-
-/// Takes the credential from a request, trying in order: the `X-ApiKey`
-/// header, the `key` query parameter, a `key` form field, an `API_Key` JSON
-/// property, Basic `api:KEY`, Basic `user:password`. The first present (and
-/// non-empty) wins; `user:password` through the first four is a pseudo-key.
+/// Takes the credential from a request. Six channels are read: the
+/// `X-ApiKey` header, the `key` query parameter, a `key` form field, an
+/// `API_Key` JSON property, Basic `api:KEY`, Basic `user:password`;
+/// `user:password` through the first four is a pseudo-key. An empty value
+/// counts as absent. More than one credential (in one channel or across
+/// channels) is refused as [`AuthError::Ambiguous`], never resolved by an order.
 pub fn extract_credential(
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
-) -> Option<Credential> {
+) -> Result<Option<Credential>, AuthError> {
     let as_key = |text: String| match text.split_once(':') {
         Some((user, password)) => Credential::PseudoKey {
             user: user.to_owned(),
@@ -72,22 +68,40 @@ pub fn extract_credential(
         },
         None => Credential::Key(text),
     };
-    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    let mut found: Vec<Credential> = Vec::new();
+    // A header that is not UTF-8 is still a (wrong) credential: it must not be skipped.
+    for value in headers.get_all("x-apikey") {
+        let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if !text.is_empty() {
+            found.push(as_key(text));
+        }
+    }
+    if let Some(q) = query {
+        found.extend(form_params(q.as_bytes(), "key").map(as_key));
+    }
+    match content_type(headers).as_str() {
+        "application/x-www-form-urlencoded" => found.extend(form_params(body, "key").map(as_key)),
+        "application/json" => found.extend(json_api_keys(body)?.into_iter().map(as_key)),
+        _ => {}
+    }
+    for (user, password) in basic_auth(headers) {
+        if user == "api" {
+            if !password.is_empty() {
+                found.push(Credential::Key(password));
+            }
+        } else {
+            found.push(Credential::Login { user, password });
+        }
+    }
+    if found.len() > 1 {
+        return Err(AuthError::Ambiguous);
+    }
+    Ok(found.pop())
+}
 
-    // A header that is not UTF-8 is still a (wrong) credential: it must not fall through.
-    let header_key = headers
-        .get("x-apikey")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    if let Some(k) = header_key.and_then(non_empty) {
-        return Some(as_key(k));
-    }
-    if let Some(k) = query
-        .and_then(|q| form_param(q.as_bytes(), "key"))
-        .and_then(non_empty)
-    {
-        return Some(as_key(k));
-    }
-    let content_type = headers
+/// The media type of the request, lower-cased, without parameters.
+fn content_type(headers: &HeaderMap) -> String {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
@@ -97,45 +111,81 @@ pub fn extract_credential(
                 .trim()
                 .to_ascii_lowercase()
         })
-        .unwrap_or_default();
-    if content_type == "application/x-www-form-urlencoded" {
-        if let Some(k) = form_param(body, "key").and_then(non_empty) {
-            return Some(as_key(k));
-        }
-    }
-    if content_type == "application/json" {
-        if let Ok(JsonApiKey { api_key: Some(k) }) = serde_json::from_slice(body) {
-            if let Some(k) = non_empty(k) {
-                return Some(as_key(k));
-            }
-        }
-    }
-    let (user, password) = basic_auth(headers)?;
-    if user == "api" {
-        non_empty(password).map(Credential::Key)
-    } else {
-        Some(Credential::Login { user, password })
-    }
+        .unwrap_or_default()
 }
 
-fn form_param(bytes: &[u8], name: &str) -> Option<String> {
+/// Every non-empty value of a form parameter.
+fn form_params<'a>(bytes: &'a [u8], name: &'a str) -> impl Iterator<Item = String> + 'a {
     form_urlencoded::parse(bytes)
-        .find(|(n, _)| n == name)
+        .filter(move |(n, v)| n == name && !v.is_empty())
         .map(|(_, v)| v.into_owned())
 }
 
-fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
+/// Every non-empty `API_Key` property at the top level of a JSON body,
+/// read with the same strictness as the handlers (one value, no trailing
+/// data). A body that is not such JSON holds no credential here (the
+/// handler refuses it); an `API_Key` that is neither a string nor null is refused.
+fn json_api_keys(body: &[u8]) -> Result<Vec<String>, AuthError> {
+    struct Keys(Vec<Option<serde_json::Value>>);
+    impl<'de> Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Keys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                        if name == "API_Key" {
+                            keys.push(map.next_value::<Option<serde_json::Value>>()?);
+                        } else {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            d.deserialize_map(Visit)
+        }
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    (!user.is_empty()).then(|| (user.to_owned(), password.to_owned()))
+    let Ok(Keys(values)) = serde_json::from_slice::<Keys>(body) else {
+        return Ok(Vec::new());
+    };
+    let mut keys = Vec::new();
+    for value in values {
+        match value {
+            None => {}
+            Some(serde_json::Value::String(k)) if k.is_empty() => {}
+            Some(serde_json::Value::String(k)) => keys.push(k),
+            Some(_) => return Err(AuthError::Malformed("API_Key must be a string")),
+        }
+    }
+    Ok(keys)
+}
+
+/// Every `Authorization: Basic` header with a user name, as `(user, password)`.
+fn basic_auth(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|value| {
+            let (scheme, encoded) = value.to_str().ok()?.trim().split_once(' ')?;
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return None;
+            }
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()?;
+            let text = String::from_utf8(decoded).ok()?;
+            let (user, password) = text.split_once(':')?;
+            (!user.is_empty()).then(|| (user.to_owned(), password.to_owned()))
+        })
+        .collect()
 }
 
 /// Why authentication failed. The public 403 text never says which.
@@ -156,6 +206,12 @@ pub enum AuthError {
     /// No such user, or a wrong password.
     #[error("wrong user name or password")]
     BadLogin,
+    /// More than one credential in one request (`400`).
+    #[error("more than one credential in the request")]
+    Ambiguous,
+    /// A credential that cannot be read (`400`).
+    #[error("{0}")]
+    Malformed(&'static str),
     /// Pseudo-keys are switched off.
     #[error("pseudo-keys are disabled")]
     PseudoKeysDisabled,
@@ -522,67 +578,120 @@ mod tests {
         Some(Credential::Key(k.into()))
     }
 
+    fn one(h: &HeaderMap, query: Option<&str>, body: &[u8]) -> Option<Credential> {
+        extract_credential(h, query, body).unwrap()
+    }
+
+    fn ambiguous(h: &HeaderMap, query: Option<&str>, body: &[u8]) -> bool {
+        matches!(
+            extract_credential(h, query, body),
+            Err(AuthError::Ambiguous)
+        )
+    }
+
     #[test]
     fn each_channel_alone() {
+        assert_eq!(one(&headers(&[("X-ApiKey", "h")]), None, b""), key("h"));
+        assert_eq!(one(&headers(&[]), Some("id=1&key=q"), b""), key("q"));
+        assert_eq!(one(&headers(&[FORM]), None, b"key=f"), key("f"));
         assert_eq!(
-            extract_credential(&headers(&[("X-ApiKey", "h")]), None, b""),
-            key("h")
-        );
-        assert_eq!(
-            extract_credential(&headers(&[]), Some("id=1&key=q"), b""),
-            key("q")
-        );
-        assert_eq!(
-            extract_credential(&headers(&[FORM]), None, b"key=f"),
-            key("f")
-        );
-        assert_eq!(
-            extract_credential(&headers(&[JSON]), None, br#"{"API_Key":"j"}"#),
+            one(&headers(&[JSON]), None, br#"{"API_Key":"j"}"#),
             key("j")
         );
         let auth = basic("api:b");
         assert_eq!(
-            extract_credential(&headers(&[("authorization", &auth)]), None, b""),
+            one(&headers(&[("authorization", &auth)]), None, b""),
             key("b")
         );
         let auth = basic("Admin:pw:with:colons");
         assert_eq!(
-            extract_credential(&headers(&[("authorization", &auth)]), None, b""),
+            one(&headers(&[("authorization", &auth)]), None, b""),
             Some(Credential::Login {
                 user: "Admin".into(),
                 password: "pw:with:colons".into()
             })
         );
-        assert_eq!(extract_credential(&headers(&[]), None, b""), None);
+        assert_eq!(one(&headers(&[]), None, b""), None);
     }
 
     #[test]
-    fn channels_are_tried_in_the_documented_order() {
+    fn more_than_one_credential_is_refused_whatever_the_channels() {
         let auth = basic("api:b");
-        let all = headers(&[("X-ApiKey", "h"), FORM, ("authorization", &auth)]);
-        assert_eq!(extract_credential(&all, Some("key=q"), b"key=f"), key("h"));
-        let no_header = headers(&[FORM, ("authorization", &auth)]);
-        assert_eq!(
-            extract_credential(&no_header, Some("key=q"), b"key=f"),
-            key("q")
-        );
-        assert_eq!(extract_credential(&no_header, None, b"key=f"), key("f"));
+        let login = basic("Admin:pw");
+        let h = headers(&[("X-ApiKey", "h"), ("X-ApiKey", "h2")]);
+        assert!(ambiguous(&h, None, b""));
+        assert!(ambiguous(
+            &headers(&[("X-ApiKey", "h")]),
+            Some("key=q"),
+            b""
+        ));
+        assert!(ambiguous(&headers(&[]), Some("key=q&key=r"), b""));
+        assert!(ambiguous(
+            &headers(&[("X-ApiKey", "h"), ("authorization", &auth)]),
+            None,
+            b""
+        ));
+        assert!(ambiguous(
+            &headers(&[("authorization", &auth), ("authorization", &login)]),
+            None,
+            b""
+        ));
+        assert!(ambiguous(&headers(&[FORM]), Some("key=q"), b"key=f"));
+        assert!(ambiguous(&headers(&[FORM]), None, b"key=f&key=g"));
+        assert!(ambiguous(
+            &headers(&[JSON, ("X-ApiKey", "h")]),
+            None,
+            br#"{"API_Key":"j"}"#
+        ));
+        assert!(ambiguous(
+            &headers(&[JSON]),
+            None,
+            br#"{"API_Key":"j","API_Key":"k"}"#
+        ));
+        assert!(ambiguous(
+            &headers(&[JSON, ("authorization", &login)]),
+            None,
+            br#"{"API_Key":"j"}"#
+        ));
+    }
+
+    #[test]
+    fn empty_values_count_as_absent() {
+        let auth = basic("api:b");
+        let h = headers(&[("X-ApiKey", ""), FORM, ("authorization", &auth)]);
+        assert_eq!(one(&h, Some("key="), b"key="), key("b"));
         let json = headers(&[JSON, ("authorization", &auth)]);
         assert_eq!(
-            extract_credential(&json, None, br#"{"API_Key":"j"}"#),
-            key("j")
+            one(&json, None, br#"{"API_Key":"","API_Key":null}"#),
+            key("b")
         );
-        assert_eq!(extract_credential(&json, None, br#"{"other":1}"#), key("b"));
+        assert_eq!(
+            one(&headers(&[("authorization", &basic("api:"))]), None, b""),
+            None
+        );
+    }
+
+    #[test]
+    fn json_is_read_strictly_or_not_at_all() {
+        let auth = basic("api:b");
+        let json = headers(&[JSON, ("authorization", &auth)]);
+        // Not one JSON object: no credential there (the handler refuses the body).
+        assert_eq!(one(&json, None, br#"{"API_Key":"j"} xyz"#), key("b"));
+        assert_eq!(
+            one(&json, None, br#"{"API_Key":"j"}{"API_Key":"k"}"#),
+            key("b")
+        );
+        assert!(matches!(
+            extract_credential(&headers(&[JSON]), None, br#"{"API_Key":12}"#),
+            Err(AuthError::Malformed(_))
+        ));
     }
 
     #[test]
     fn body_channels_need_their_content_type() {
-        assert_eq!(extract_credential(&headers(&[JSON]), None, b"key=f"), None);
-        assert_eq!(
-            extract_credential(&headers(&[FORM]), None, br#"{"API_Key":"j"}"#),
-            None
-        );
-        assert_eq!(extract_credential(&headers(&[]), None, b"key=f"), None);
+        assert_eq!(one(&headers(&[JSON]), None, b"key=f"), None);
+        assert_eq!(one(&headers(&[FORM]), None, br#"{"API_Key":"j"}"#), None);
+        assert_eq!(one(&headers(&[]), None, b"key=f"), None);
     }
 
     #[test]
@@ -592,13 +701,10 @@ mod tests {
             password: "p:w".into(),
         });
         assert_eq!(
-            extract_credential(&headers(&[("X-ApiKey", "Admin:p:w")]), None, b""),
+            one(&headers(&[("X-ApiKey", "Admin:p:w")]), None, b""),
             pseudo
         );
-        assert_eq!(
-            extract_credential(&headers(&[]), Some("key=Admin%3Ap%3Aw"), b""),
-            pseudo
-        );
+        assert_eq!(one(&headers(&[]), Some("key=Admin%3Ap%3Aw"), b""), pseudo);
     }
 
     #[test]
@@ -684,7 +790,7 @@ mod tests {
         #[test]
         fn a_basic_api_password_is_always_a_key(key_text in "[!-~]{1,40}") {
             let auth = basic(&format!("api:{key_text}"));
-            prop_assert_eq!(extract_credential(&headers(&[("authorization", &auth)]), None, b""), Some(Credential::Key(key_text)));
+            prop_assert_eq!(extract_credential(&headers(&[("authorization", &auth)]), None, b"").ok(), Some(Some(Credential::Key(key_text))));
         }
     }
 }

@@ -75,6 +75,16 @@ pub struct ServeArgs {
     /// Accept a caller-chosen `key` text on create.
     #[arg(long, env = "LATCHKEY_CUSTOM_KEYS", default_value_t = true, action = ArgAction::Set)]
     pub custom_keys: bool,
+    /// Shortest custom key text accepted on create (8 to 256).
+    #[arg(long, env = "LATCHKEY_CUSTOM_KEY_MIN_LENGTH", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(crate::keys::MIN_CUSTOM_KEY_FLOOR as i64..=256))]
+    pub custom_key_min_length: u16,
+    /// Most personal keys a non-administrator may hold.
+    #[arg(long, env = "LATCHKEY_MAX_PERSONAL_KEYS", default_value_t = 100)]
+    pub max_personal_keys: usize,
+    /// Shortest password accepted on users/add and users/edit.
+    #[arg(long, env = "LATCHKEY_MIN_PASSWORD_LENGTH", default_value_t = 8)]
+    pub min_password_length: usize,
     /// Requests served at once; more are refused at once with 503.
     #[arg(long, env = "LATCHKEY_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
@@ -90,4 +100,15 @@ pub struct ServeArgs {
     /// Seconds a blocked address gets 429; doubles on each repeat, up to 15 minutes (0: no limit).
     #[arg(long, env = "LATCHKEY_AUTH_BLOCK_SECONDS", default_value_t = crate::http::limiter::DEFAULT_BLOCK_SECONDS)]
     pub auth_block_seconds: u64,
+}
+
+impl ServeArgs {
+    /// The input limits these settings configure.
+    pub fn input_rules(&self) -> crate::keys::InputRules {
+        crate::keys::InputRules {
+            custom_key_min_length: usize::from(self.custom_key_min_length),
+            max_personal_keys: self.max_personal_keys,
+            min_password_length: self.min_password_length,
+        }
+    }
 }

@@ -184,8 +184,8 @@ pub fn may_create(principal: &Principal, key_type: ApiKeyType, user: Option<&str
     match key_access(principal) {
         KeyAccess::All => true,
         KeyAccess::OwnPersonal(_) => {
-            let own = principal.user().map(|u| u.name.to_lowercase());
-            key_type == ApiKeyType::Personal && user.map(str::to_lowercase) == own
+            let own = principal.user().map(|u| crate::store::name_key(&u.name));
+            key_type == ApiKeyType::Personal && user.map(crate::store::name_key) == own
         }
         KeyAccess::None => false,
     }
@@ -194,6 +194,61 @@ pub fn may_create(principal: &Principal, key_type: ApiKeyType, user: Option<&str
 /// Whether the caller may use the security (users) API.
 pub fn may_manage_users(principal: &Principal) -> bool {
     key_access(principal) == KeyAccess::All
+}
+
+/// Whether the caller may choose a key's text: administrators and
+/// full-control system keys only (custom texts exist for migrating keys from
+/// another system; anyone else could use a collision as a guessing oracle).
+pub fn may_choose_key_text(principal: &Principal) -> bool {
+    key_access(principal) == KeyAccess::All
+}
+
+/// Limits on callers' input that the operator configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputRules {
+    /// Shortest custom key text accepted (never below [`MIN_CUSTOM_KEY_FLOOR`]).
+    pub custom_key_min_length: usize,
+    /// Most personal keys a non-administrator may hold.
+    pub max_personal_keys: usize,
+    /// Shortest password accepted on users/add and users/edit.
+    pub min_password_length: usize,
+}
+
+/// The lowest `--custom-key-min-length` accepted.
+pub const MIN_CUSTOM_KEY_FLOOR: usize = 8;
+
+impl Default for InputRules {
+    fn default() -> Self {
+        InputRules {
+            custom_key_min_length: 16,
+            max_personal_keys: 100,
+            min_password_length: 8,
+        }
+    }
+}
+
+impl InputRules {
+    /// Refuses a custom key text shorter than the configured minimum.
+    pub fn check_custom_key(&self, key: &str) -> Result<(), String> {
+        if key.chars().count() < self.custom_key_min_length {
+            return Err(format!(
+                "key must be at least {} characters",
+                self.custom_key_min_length
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a password shorter than the configured minimum.
+    pub fn check_password(&self, password: &str) -> Result<(), String> {
+        if password.chars().count() < self.min_password_length {
+            return Err(format!(
+                "password must be at least {} characters",
+                self.min_password_length
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A create request that passed every rule of the wire format.

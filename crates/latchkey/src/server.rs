@@ -72,6 +72,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.pseudo_keys,
         ),
         custom_keys: args.custom_keys,
+        rules: args.input_rules(),
         body_timeout: Duration::from_secs(args.body_timeout),
         limiter: LimiterConfig::build(args.auth_failure_limit, args.auth_block_seconds),
     });
@@ -435,7 +436,10 @@ async fn serve_http(listener: TcpListener, router: Router, grace: Duration, sign
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEAD_BYTES)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            .serve_connection(
+                TokioIo::new(crate::http::wire::PlainErrors::new(stream)),
+                TowerToHyperService::new(service),
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -66,12 +66,28 @@ impl Serialize for Expiration {
     }
 }
 
+impl Expiration {
+    /// Reads an expiration as it is stored: in UTC, to the whole second
+    /// (sub-seconds dropped), and no later than the last second of 9999 (the
+    /// last instant RFC 3339 can write).
+    pub fn parse(text: &str) -> Result<Expiration, String> {
+        let t = parse_date(text).map_err(|e| e.to_string())?;
+        let utc = t
+            .checked_to_offset(time::UtcOffset::UTC)
+            .filter(|u| u.year() <= 9999)
+            .ok_or_else(|| {
+                format!("\"{text}\" is after 9999-12-31T23:59:59Z, the latest expiration that can be stored")
+            })?;
+        // ok: 0 is always a valid nanosecond
+        let whole = utc.replace_nanosecond(0).unwrap_or(utc);
+        Ok(Expiration(whole))
+    }
+}
+
 impl<'de> Deserialize<'de> for Expiration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        parse_date(&s)
-            .map(Expiration)
-            .map_err(serde::de::Error::custom)
+        Expiration::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -102,6 +118,16 @@ mod tests {
         ] {
             assert!(parse_date(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn expirations_are_read_as_stored_or_refused() {
+        let e: Expiration = serde_json::from_str("\"2030-01-01T10:00:00.999+02:00\"").unwrap();
+        assert_eq!(e.0, datetime!(2030-01-01 8:00 UTC));
+        assert_eq!(e.0.offset(), time::UtcOffset::UTC);
+        assert!(Expiration::parse("9999-12-31T23:59:59Z").is_ok());
+        let err = Expiration::parse("9999-12-31T23:59:59-23:59").unwrap_err();
+        assert!(err.contains("9999-12-31T23:59:59Z"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::{empty_ok, json_ok, json_response, AppError, AppState, Caller};
-use crate::keys::{self, key_access, may_create, may_manage, parse_id, KeyAccess};
+use crate::keys::{
+    self, key_access, may_choose_key_text, may_create, may_manage, parse_id, KeyAccess,
+};
 use crate::store::{KeyId, NewKey, StoreError};
 
 /// Handles the `POST /api/api-keys/create` route.
@@ -20,10 +22,30 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
         ));
     }
     let info: ApiKeyInfo = caller.json()?;
+    if info.key.is_some() && !may_choose_key_text(&caller.principal) {
+        return Err(AppError::Forbidden {
+            public: "key: only administrators and full-control system keys may choose a key's text",
+            cause: "caller may not choose a key's text".into(),
+        });
+    }
     let valid = keys::validate_new_key(info, app.custom_keys, OffsetDateTime::now_utc())
         .map_err(AppError::BadRequest)?;
+    if let Some(text) = &valid.custom_key {
+        app.rules
+            .check_custom_key(text)
+            .map_err(AppError::BadRequest)?;
+    }
     if !may_create(&caller.principal, valid.key_type, valid.user.as_deref()) {
         return Err(AppError::not_authorized("caller may not create this key"));
+    }
+    if let KeyAccess::OwnPersonal(owner) = key_access(&caller.principal) {
+        let held = app.store.list_keys(Some(owner)).await?.len();
+        if held >= app.rules.max_personal_keys {
+            return Err(AppError::BadRequest(format!(
+                "you already hold {held} personal keys, the most allowed ({}); delete one first",
+                app.rules.max_personal_keys
+            )));
+        }
     }
     let user_id = match &valid.user {
         None => None,
@@ -52,9 +74,15 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
     let stored = match app.store.create_key(new).await {
         Ok(k) => k,
         Err(StoreError::DuplicateKey) => {
+            // A collision tells the caller that a key exists: it costs like a wrong guess.
+            if let (Some(limiter), Some(ip)) = (&app.limiter, caller.peer) {
+                if let Some(block) = limiter.record_failure(ip) {
+                    tracing::warn!(%ip, seconds = block.as_secs(), "blocking an address after repeated failed authentications");
+                }
+            }
             return Err(AppError::BadRequest(
                 "key: that key text is already in use; choose another".into(),
-            ))
+            ));
         }
         Err(e) => return Err(e.into()),
     };

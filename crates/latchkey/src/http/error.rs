@@ -76,6 +76,10 @@ impl From<AuthError> for AppError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 public: "too many password checks in progress from this address; retry shortly",
             },
+            AuthError::Ambiguous => AppError::BadRequest(
+                "more than one credential in the request; send exactly one".into(),
+            ),
+            AuthError::Malformed(m) => AppError::BadRequest(m.into()),
             AuthError::PseudoKeysDisabled => AppError::Forbidden {
                 public: "user:password pseudo-keys are disabled on this server",
                 cause: e.to_string(),

@@ -6,6 +6,7 @@ mod error;
 mod health;
 pub mod limiter;
 mod users;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -48,6 +49,8 @@ pub struct App {
     pub auth: Authenticator,
     /// Whether create accepts a caller-chosen `key`.
     pub custom_keys: bool,
+    /// Configured limits on custom keys, personal keys and passwords.
+    pub rules: crate::keys::InputRules,
     /// Longest time a client may take to send a request body; then 408.
     pub body_timeout: Duration,
     /// Refuses addresses with too many failed authentications; `None` when disabled.
@@ -307,13 +310,15 @@ pub struct Caller {
     pub query: Option<String>,
     /// The request body.
     pub body: Bytes,
+    /// The client's address (`None` in-process), for the limiter.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl Caller {
     /// Parses the body as JSON; errors name the property at fault.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, AppError> {
         let de = &mut serde_json::Deserializer::from_slice(&self.body);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if inner.is_syntax() || inner.is_eof() || path == "." {
@@ -321,7 +326,11 @@ impl Caller {
             } else {
                 AppError::BadRequest(format!("{path}: {inner}"))
             }
-        })
+        })?;
+        // One JSON value and nothing after it (as the credential reader reads it).
+        de.end()
+            .map_err(|e| AppError::BadRequest(format!("invalid JSON: {e}")))?;
+        Ok(value)
     }
 }
 
@@ -346,8 +355,12 @@ impl FromRequest<AppState> for Caller {
             .await
             .map_err(|_| body_too_large())?;
         let query = parts.uri.query();
-        let credential = extract_credential(&parts.headers, query, &body);
-        let principal = match app.auth.authenticate(credential, peer).await {
+        // Two credentials (or an unreadable one) fail like a wrong one: 400, and counted.
+        let verified = match extract_credential(&parts.headers, query, &body) {
+            Ok(credential) => app.auth.authenticate(credential, peer).await,
+            Err(e) => Err(e),
+        };
+        let principal = match verified {
             Ok(principal) => {
                 if let Some(attempt) = attempt {
                     attempt.succeeded();
@@ -376,6 +389,7 @@ impl FromRequest<AppState> for Caller {
             principal,
             query: query.map(str::to_owned),
             body,
+            peer,
         })
     }
 }

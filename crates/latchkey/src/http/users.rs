@@ -6,8 +6,8 @@ use proget_api::{UserEdit, UserInfo};
 
 use super::{empty_ok, json_ok, query_param, AppError, AppState, Caller};
 use crate::auth::hash_password;
-use crate::keys::may_manage_users;
-use crate::store::{StoreError, User, UserChange};
+use crate::keys::{may_manage_users, ADMINISTRATORS};
+use crate::store::{name_key, StoreError, User, UserChange};
 
 /// Handles the `POST /api/security/users/add` route.
 pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
@@ -18,6 +18,9 @@ pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response
         Some(p) if !p.is_empty() => p.to_owned(),
         _ => return Err(AppError::BadRequest("password is required".into())),
     };
+    app.rules
+        .check_password(&password)
+        .map_err(AppError::BadRequest)?;
     let change = UserChange {
         name: edit.name,
         display_name: edit.display_name,
@@ -46,9 +49,22 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
 /// a user that does not exist is not an error.
 pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     require_user_admin(&caller)?;
-    let name = query_param(caller.query.as_deref(), "user")
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| AppError::BadRequest("user is required".into()))?;
+    let mut names = form_urlencoded::parse(caller.query.as_deref().unwrap_or("").as_bytes())
+        .filter(|(n, _)| n == "user")
+        .map(|(_, v)| v.into_owned());
+    let name = match (names.next(), names.next()) {
+        (Some(name), None) if !name.is_empty() => name,
+        (Some(_), Some(_)) => {
+            return Err(AppError::BadRequest(
+                "user is repeated; give exactly one".into(),
+            ))
+        }
+        _ => return Err(AppError::BadRequest("user is required".into())),
+    };
+    let target = app.store.user_login(&name).await?;
+    if target.is_some_and(|t| t.user.is_admin()) {
+        keep_an_administrator(&app, &name).await?;
+    }
     if app.store.delete_user(&name).await? {
         tracing::info!(user = %name, "user and their personal keys deleted");
     }
@@ -60,9 +76,22 @@ pub async fn edit(State(app): State<AppState>, caller: Caller) -> Result<Respons
     require_user_admin(&caller)?;
     let edit: UserEdit = caller.json()?;
     let password_hash = match edit.password {
-        Some(p) if !p.is_empty() => Some(hash(p).await?),
+        Some(p) if !p.is_empty() => {
+            app.rules.check_password(&p).map_err(AppError::BadRequest)?;
+            Some(hash(p).await?)
+        }
         _ => None,
     };
+    let demoted = edit
+        .groups
+        .as_ref()
+        .is_some_and(|g| !g.iter().any(|g| g.eq_ignore_ascii_case(ADMINISTRATORS)));
+    if demoted {
+        let target = app.store.user_login(&edit.name).await?;
+        if target.is_some_and(|t| t.user.is_admin()) {
+            keep_an_administrator(&app, &edit.name).await?;
+        }
+    }
     let change = UserChange {
         name: edit.name,
         display_name: edit.display_name,
@@ -74,6 +103,24 @@ pub async fn edit(State(app): State<AppState>, caller: Caller) -> Result<Respons
         Some(user) => json_ok(&to_info(user)),
         None => Err(AppError::NotFound("user not found".into())),
     }
+}
+
+/// Refuses a change that would leave no administrator who can log in, when
+/// `leaving` (an administrator) is deleted or taken out of `Administrators`.
+async fn keep_an_administrator(app: &AppState, leaving: &str) -> Result<(), AppError> {
+    let leaving = name_key(leaving);
+    for user in app.store.list_users(None).await? {
+        if !user.is_admin() || name_key(&user.name) == leaving {
+            continue;
+        }
+        let login = app.store.user_login(&user.name).await?;
+        if login.is_some_and(|l| !l.password_hash.is_empty()) {
+            return Ok(());
+        }
+    }
+    Err(AppError::BadRequest(format!(
+        "this would leave no administrator who can log in; add another user to {ADMINISTRATORS} first"
+    )))
 }
 
 fn require_user_admin(caller: &Caller) -> Result<(), AppError> {
@@ -93,10 +140,39 @@ fn check_name(name: &str) -> Result<(), AppError> {
         "name cannot contain ':' (it separates user and password in pseudo-keys)"
     } else if name.chars().count() > 256 || name.chars().any(char::is_control) {
         "name must be at most 256 printable characters"
+    } else if name.chars().any(invisible) {
+        "name cannot contain invisible or formatting characters (zero-width, direction overrides, …)"
     } else {
         return Ok(());
     };
     Err(AppError::BadRequest(problem.into()))
+}
+
+/// Characters that show nothing or change how others are shown: format
+/// characters (zero-width, bidi controls), separators other than the ASCII
+/// space, private-use, unassigned and default-ignorable fillers.
+fn invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    match c.general_category() {
+        G::Format | G::LineSeparator | G::ParagraphSeparator | G::PrivateUse | G::Unassigned => {
+            true
+        }
+        G::SpaceSeparator => c != ' ',
+        _ => matches!(
+            c,
+            '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FFA0}'
+                | '\u{E0100}'..='\u{E01EF}'
+        ),
+    }
 }
 
 async fn hash(password: String) -> Result<String, AppError> {

@@ -293,9 +293,19 @@ pub fn sqlite_url_for(data_dir: &Path) -> String {
     format!("sqlite://{}/latchkey.db", data_dir.display())
 }
 
-/// Lower-cases a user name for case-insensitive look-up (same rule on every back end).
+/// The key under which a user name is unique and looked up (same rule on
+/// every back end): NFKC, lower-cased (with the full case folds of `ß` and
+/// final `ς`), NFKC again, so that names differing only by case or by
+/// compatibility forms (`Ａdmin`, `Admin`) are one name.
 pub(crate) fn name_key(name: &str) -> String {
-    name.to_lowercase()
+    use unicode_normalization::UnicodeNormalization;
+    let lower = name
+        .nfkc()
+        .collect::<String>()
+        .to_lowercase()
+        .replace('ß', "ss")
+        .replace('ς', "σ");
+    lower.nfkc().collect()
 }
 
 /// Encodes a list of wire enum values as stored: comma-separated.
@@ -447,6 +457,25 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 /// Whether a database error is a unique-constraint violation.
+/// After an upgrade that changed [`name_key`], the users whose stored key
+/// differs, as `(id, name, new key)`; the back ends rewrite them at start.
+pub(crate) fn stale_name_keys(rows: Vec<(i64, String, String)>) -> Vec<(i64, String, String)> {
+    rows.into_iter()
+        .filter_map(|(id, name, key)| {
+            let fresh = name_key(&name);
+            (fresh != key).then_some((id, name, fresh))
+        })
+        .collect()
+}
+
+/// Logs a user whose new look-up key is taken by another user: it keeps its old one.
+pub(crate) fn name_key_clash(name: &str) {
+    tracing::warn!(
+        user = %name,
+        "this user's name equals another's under Unicode normalisation; rename one of them"
+    );
+}
+
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }

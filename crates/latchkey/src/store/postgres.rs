@@ -12,9 +12,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool, Postgres};
 
 use super::{
-    encode_groups, is_unique_violation, join_values, migrate_error, name_key, newest_migration,
-    unix_now, KeyId, KeyRow, NewKey, Store, StoreError, StoredKey, User, UserChange, UserId,
-    UserLogin, UserRow, KEY_COLUMNS, USER_COLUMNS,
+    encode_groups, is_unique_violation, join_values, migrate_error, name_key, name_key_clash,
+    newest_migration, stale_name_keys, unix_now, KeyId, KeyRow, NewKey, Store, StoreError,
+    StoredKey, User, UserChange, UserId, UserLogin, UserRow, KEY_COLUMNS, USER_COLUMNS,
 };
 use crate::keys::KeyDigest;
 
@@ -61,6 +61,22 @@ impl PostgresStore {
             // closing the pool ends the session and so releases the lock.
             pool.close().await;
             return Err(migrate_error(e, newest_migration(&MIGRATOR)));
+        }
+        let rows = sqlx::query_as("SELECT id, name, name_key FROM users")
+            .fetch_all(&pool)
+            .await?;
+        for (id, name, key) in stale_name_keys(rows) {
+            let updated = sqlx::query("UPDATE users SET name_key = $1 WHERE id = $2")
+                .bind(&key)
+                .bind(id)
+                .execute(&pool)
+                .await;
+            match updated {
+                Err(e) if is_unique_violation(&e) => name_key_clash(&name),
+                other => {
+                    other?;
+                }
+            }
         }
         Ok(PostgresStore { pool })
     }

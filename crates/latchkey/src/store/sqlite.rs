@@ -10,9 +10,9 @@ use sqlx::{Executor, Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    encode_groups, is_unique_violation, join_values, migrate_error, name_key, newest_migration,
-    unix_now, JsonPage, KeyId, KeyRow, NewKey, Store, StoreError, StoredKey, User, UserChange,
-    UserId, UserLogin, UserRow, KEY_COLUMNS, USER_COLUMNS,
+    encode_groups, is_unique_violation, join_values, migrate_error, name_key, name_key_clash,
+    newest_migration, stale_name_keys, unix_now, JsonPage, KeyId, KeyRow, NewKey, Store,
+    StoreError, StoredKey, User, UserChange, UserId, UserLogin, UserRow, KEY_COLUMNS, USER_COLUMNS,
 };
 use crate::keys::KeyDigest;
 
@@ -122,6 +122,22 @@ impl SqliteStore {
                     tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
                 }
                 Err(e) => return Err(migrate_error(e, newest_migration(&MIGRATOR))),
+            }
+        }
+        let rows = sqlx::query_as("SELECT id, name, name_key FROM users")
+            .fetch_all(&writer)
+            .await?;
+        for (id, name, key) in stale_name_keys(rows) {
+            let updated = sqlx::query("UPDATE users SET name_key = ? WHERE id = ?")
+                .bind(&key)
+                .bind(id)
+                .execute(&writer)
+                .await;
+            match updated {
+                Err(e) if is_unique_violation(&e) => name_key_clash(&name),
+                other => {
+                    other?;
+                }
             }
         }
         let readers = SqlitePoolOptions::new()

@@ -1,4 +1,4 @@
-//! Authentication: the six credential channels, their order, pseudo-keys,
+//! Authentication: the six credential channels, one credential per request, pseudo-keys,
 //! expiry, 403 bodies that reveal nothing, and logins that stay coherent
 //! with password changes and deleted users.
 
@@ -17,7 +17,7 @@ both_backends!(
     each_channel_alone_authenticates,
     body_channels_count_only_with_their_content_type,
     a_wrong_credential_is_not_rescued_by_a_later_channel,
-    the_first_present_channel_wins_over_later_ones,
+    two_credentials_are_refused_even_when_both_are_valid,
     user_password_pseudo_keys_work_through_every_key_channel,
     disabled_pseudo_keys_are_403_while_keys_and_logins_still_work,
     an_expired_key_is_refused_with_the_same_403_as_an_unknown_key,
@@ -198,7 +198,9 @@ fn a_wrong_credential_is_not_rescued_by_a_later_channel(backend: Backend) {
         &[(Json, "lk_wrong"), (BasicLogin, &login)],
     ];
     for case in cases {
-        assert_eq!(delete_with(&s, target, case).status(), 403, "{case:?}");
+        let r = delete_with(&s, target, case);
+        assert_eq!(r.status(), 400, "{case:?}");
+        assert!(r.text().unwrap().contains("more than one credential"));
     }
     assert!(
         listed_ids(&s).contains(&i64::from(target)),
@@ -206,13 +208,13 @@ fn a_wrong_credential_is_not_rescued_by_a_later_channel(backend: Backend) {
     );
 }
 
-fn the_first_present_channel_wins_over_later_ones(backend: Backend) {
+fn two_credentials_are_refused_even_when_both_are_valid(backend: Backend) {
     let s = TestServer::start(backend);
     s.add_user("alice", "alice-password", &[]);
     let (_, good) = s.create_key(full_control());
     let login = s.admin();
     let alice = "alice:alice-password";
-    // A valid first credential is not spoiled by wrong later ones.
+    // No order decides: a valid credential next to wrong ones is refused.
     let cases: &[&[(Channel, &str)]] = &[
         &[
             (Header, &good),
@@ -230,15 +232,16 @@ fn the_first_present_channel_wins_over_later_ones(backend: Backend) {
     ];
     for case in cases {
         let (target, _) = s.create_key(full_control());
-        assert_eq!(delete_with(&s, target, case).status(), 200, "{case:?}");
+        assert_eq!(delete_with(&s, target, case).status(), 400, "{case:?}");
+        assert!(listed_ids(&s).contains(&i64::from(target)), "{case:?}");
     }
-    // Two valid credentials: the first decides who calls. Alice may not delete a system key.
+    // Two valid credentials: neither decides who calls.
     let cases: &[(&[(Channel, &str)], u16)] = &[
-        (&[(Header, alice), (Query, &good)], 403),
-        (&[(Header, &good), (Query, alice)], 200),
-        (&[(Query, alice), (Json, &good)], 403),
-        (&[(Form, alice), (BasicApi, &good)], 403),
-        (&[(Json, &good), (BasicLogin, alice)], 200),
+        (&[(Header, alice), (Query, &good)], 400),
+        (&[(Header, &good), (Query, alice)], 400),
+        (&[(Query, alice), (Json, &good)], 400),
+        (&[(Form, alice), (BasicApi, &good)], 400),
+        (&[(Json, &good), (BasicLogin, alice)], 400),
     ];
     for (case, expected) in cases {
         let (target, _) = s.create_key(full_control());

@@ -123,38 +123,38 @@ fn invalid_utf8_anywhere_is_a_clean_4xx() {
 }
 
 #[test]
-fn duplicate_and_conflicting_credentials_follow_the_documented_order() {
+fn duplicate_and_conflicting_credentials_are_refused_whichever_comes_first() {
     let s = TestServer::start(Backend::Sqlite);
     let (_, key) = s.create_key(full_control());
-    // Two X-ApiKey headers: the first is the credential; a wrong first is not rescued.
+    // Two X-ApiKey headers: refused, whichever is right.
     let r = client()
         .get(s.url("/api/api-keys/list"))
         .header("X-ApiKey", "lk_wrong")
         .header("X-ApiKey", &key)
         .send()
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 400);
     let r = client()
         .get(s.url("/api/api-keys/list"))
         .header("X-ApiKey", &key)
         .header("X-ApiKey", "lk_wrong")
         .send()
         .unwrap();
-    assert_eq!(r.status(), 200);
-    // A wrong header beats a right query key and a right Basic login.
+    assert_eq!(r.status(), 400);
+    // A wrong header next to a right query key and a right Basic login.
     let r = client()
         .get(s.url(&format!("/api/api-keys/list?key={key}")))
         .header("X-ApiKey", "nope")
         .basic_auth("Admin", Some(crate::common::ADMIN_PASSWORD))
         .send()
         .unwrap();
-    assert_eq!(r.status(), 403);
-    // Two key parameters: the first counts.
+    assert_eq!(r.status(), 400);
+    // Two key parameters.
     let r = client()
         .get(s.url(&format!("/api/api-keys/list?key=nope&key={key}")))
         .send()
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 400);
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn header_injection_attempts_are_not_reflected() {
     assert!(status.is_empty() || status.contains(" 400 "), "{status}");
     let r = post_json(
         &s.url("/api/security/users/add"),
-        &serde_json::json!({"name": "evil\r\nX-Injected: 1", "password": "pw"}),
+        &serde_json::json!({"name": "evil\r\nX-Injected: 1", "password": "pw-long-enough"}),
     )
     .header("X-ApiKey", s.admin())
     .send()

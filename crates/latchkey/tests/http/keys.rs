@@ -258,7 +258,11 @@ fn generated_keys_are_lk_prefixed_39_alphanumeric_characters(backend: Backend) {
 
 fn custom_keys_are_accepted_and_authenticate(backend: Backend) {
     let s = TestServer::start(backend);
-    for custom in ["my-custom-key_123", "A.b~c!d$e", "k"] {
+    for custom in [
+        "my-custom-key_123",
+        "A.b~c!d$e-16-chars",
+        "kkkkkkkkkkkkkkkk",
+    ] {
         let mut info = full_control();
         info["key"] = json!(custom);
         let r = s.create_key_as(&s.admin(), &info);
@@ -288,12 +292,12 @@ fn custom_key_with_a_colon_is_400(backend: Backend) {
 
 fn duplicate_custom_key_is_400_without_naming_the_other_key(backend: Backend) {
     let s = TestServer::start(backend);
-    let first = json!({"type": "system", "systemApis": ["sca"], "key": "shared-key-text", "displayName": "first-key-name"});
+    let first = json!({"type": "system", "systemApis": ["sca"], "key": "shared-key-text-16ch", "displayName": "first-key-name"});
     let r = s.create_key_as(&s.admin(), &first);
     assert_eq!(r.status(), 200);
     let first_id = r.json::<Value>().unwrap()["id"].as_i64().unwrap();
 
-    let second = json!({"type": "feed", "feed": "f", "packagePermissions": ["view"], "key": "shared-key-text"});
+    let second = json!({"type": "feed", "feed": "f", "packagePermissions": ["view"], "key": "shared-key-text-16ch"});
     let r = s.create_key_as(&s.admin(), &second);
     assert_eq!(r.status(), 400);
     assert_text_plain(&r);

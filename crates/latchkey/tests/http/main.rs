@@ -10,6 +10,7 @@ mod floods;
 mod general;
 mod health;
 mod hostile;
+mod input;
 mod keys;
 mod limiter;
 mod limits;

@@ -108,10 +108,10 @@ fn list_search_term_matches_name_display_name_or_email_case_insensitively(backen
         ("alice", "Alice Liddell", "alice@wonder.land"),
         ("bob", "Robert Builder", "bob@construction.test"),
     ] {
-        let body = json!({"name": name, "displayName": display, "email": email, "password": "pw"});
+        let body = json!({"name": name, "displayName": display, "email": email, "password": "pw-long-enough"});
         assert_eq!(add(&s, &s.admin(), &body).status(), 200);
     }
-    s.add_user("carol_100%", "pw", &[]);
+    s.add_user("carol_100%", "pw-long-enough", &[]);
     let cases: &[(&str, &[&str])] = &[
         ("", &["Admin", "alice", "bob", "carol_100%"]),
         ("?search-term=", &["Admin", "alice", "bob", "carol_100%"]),
@@ -133,7 +133,7 @@ fn list_search_term_matches_name_display_name_or_email_case_insensitively(backen
 
 fn edit_changes_only_the_given_fields(backend: Backend) {
     let s = TestServer::start(backend);
-    let body = json!({"name": "alice", "displayName": "Alice", "email": "alice@wonder.land", "password": "pw-1", "groups": ["Readers"]});
+    let body = json!({"name": "alice", "displayName": "Alice", "email": "alice@wonder.land", "password": "pw-1-long-enough", "groups": ["Readers"]});
     assert_eq!(add(&s, &s.admin(), &body).status(), 200);
 
     let r = edit(
@@ -143,12 +143,12 @@ fn edit_changes_only_the_given_fields(backend: Backend) {
     );
     assert_eq!(r.status(), 200);
     let text = r.text().unwrap();
-    assert!(!text.contains("pw-1"));
+    assert!(!text.contains("pw-1-long-enough"));
     let expected = json!({"name": "alice", "displayName": "Alice L.", "email": "alice@wonder.land", "groups": ["Readers"]});
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);
     assert_eq!(user(&s, "alice"), expected);
     assert_eq!(
-        s.list_keys("alice:pw-1").status(),
+        s.list_keys("alice:pw-1-long-enough").status(),
         200,
         "the password is unchanged"
     );
@@ -156,14 +156,14 @@ fn edit_changes_only_the_given_fields(backend: Backend) {
     let r = edit(
         &s,
         &s.admin(),
-        &json!({"name": "alice", "email": "a@example.com", "groups": [], "password": "pw-2"}),
+        &json!({"name": "alice", "email": "a@example.com", "groups": [], "password": "pw-2-long-enough"}),
     );
     assert_eq!(r.status(), 200);
-    assert!(!r.text().unwrap().contains("pw-2"));
+    assert!(!r.text().unwrap().contains("pw-2-long-enough"));
     let expected =
         json!({"name": "alice", "displayName": "Alice L.", "email": "a@example.com", "groups": []});
     assert_eq!(user(&s, "alice"), expected);
-    assert_eq!(s.list_keys("alice:pw-2").status(), 200);
+    assert_eq!(s.list_keys("alice:pw-2-long-enough").status(), 200);
 
     let r = edit(
         &s,
@@ -254,7 +254,7 @@ fn names_are_case_insensitive_for_look_up_and_keep_their_spelling(backend: Backe
     let r = add(
         &s,
         &s.admin(),
-        &json!({"name": "mixedCASE", "password": "other"}),
+        &json!({"name": "mixedCASE", "password": "other-password"}),
     );
     assert_eq!(
         r.status(),
@@ -291,9 +291,12 @@ fn add_needs_a_name_and_a_password(backend: Backend) {
     let cases = [
         (json!({"name": "alice"}), "password"),
         (json!({"name": "alice", "password": ""}), "password"),
-        (json!({"name": "", "password": "pw"}), "name"),
-        (json!({"name": "al:ice", "password": "pw"}), "name"),
-        (json!({"password": "pw"}), "name"),
+        (json!({"name": "", "password": "pw-long-enough"}), "name"),
+        (
+            json!({"name": "al:ice", "password": "pw-long-enough"}),
+            "name",
+        ),
+        (json!({"password": "pw-long-enough"}), "name"),
     ];
     for (body, property) in cases {
         let r = add(&s, &s.admin(), &body);
@@ -354,7 +357,11 @@ fn only_full_control_keys_and_administrators_may_manage_users(backend: Backend) 
         &alice_key,
         "",
     ] {
-        let r = add(&s, caller, &json!({"name": "mallory", "password": "pw"}));
+        let r = add(
+            &s,
+            caller,
+            &json!({"name": "mallory", "password": "pw-long-enough"}),
+        );
         assert_eq!(r.status(), 403, "add by {caller:?}");
         assert_eq!(
             list_users(&s, caller, "").status(),
@@ -364,7 +371,7 @@ fn only_full_control_keys_and_administrators_may_manage_users(backend: Backend) 
         let r = edit(
             &s,
             caller,
-            &json!({"name": "alice", "displayName": "hacked", "password": "pw"}),
+            &json!({"name": "alice", "displayName": "hacked", "password": "pw-long-enough"}),
         );
         assert_eq!(r.status(), 403, "edit by {caller:?}");
         assert_eq!(
@@ -393,7 +400,12 @@ fn only_full_control_keys_and_administrators_may_manage_users(backend: Backend) 
     for (i, caller) in [s.admin(), full, login, carol_key].iter().enumerate() {
         let name = format!("user{i}");
         assert_eq!(
-            add(&s, caller, &json!({"name": name, "password": "pw"})).status(),
+            add(
+                &s,
+                caller,
+                &json!({"name": name, "password": "pw-long-enough"})
+            )
+            .status(),
             200,
             "add by {caller}"
         );
