@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -14,7 +13,6 @@ use rand::rngs::OsRng;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
 
 use crate::keys::{checksum_ok, has_generated_shape, Digester, KeyDigest, Principal};
 use crate::store::{Store, StoreError, StoredKey};
@@ -260,21 +258,31 @@ pub struct Authenticator {
 impl Authenticator {
     /// An authenticator over a store: digests under the current secret, also
     /// accepting digests under a previous one (re-keyed on first use), with
-    /// pseudo-keys on or off.
+    /// pseudo-keys on or off; fails when the hashing threads cannot start.
     pub fn new(
         store: Arc<dyn Store>,
         digester: Digester,
         previous: Option<Digester>,
         pseudo_keys: bool,
-    ) -> Self {
-        Authenticator {
+    ) -> std::io::Result<Self> {
+        let hashing = HashPool::new(
+            HashPool::default_threads(),
+            HASH_QUEUE_MAX,
+            HASHES_PER_CLIENT,
+        )?;
+        Ok(Authenticator {
             store,
             digester,
             previous,
             pseudo_keys,
             logins: RwLock::new(HashMap::new()),
-            hashing: HashPool::new(HashPool::default_slots(), HASH_QUEUE_MAX, HASHES_PER_CLIENT),
-        }
+            hashing,
+        })
+    }
+
+    /// Hashes a new password (users add and edit) on the hashing threads.
+    pub async fn hash_password(&self, password: String) -> Result<String, AuthError> {
+        self.hashing.hash(password).await
     }
 
     /// Digests under the current installation secret (new keys are stored with it).
@@ -388,28 +396,31 @@ pub fn hash_password(password: &str) -> Result<String, anyhow::Error> {
         .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))
 }
 
-/// Password checks queued for a hashing slot at most; beyond, `HashingBusy`.
+/// Password checks waiting for a hashing thread at most; beyond, `HashingBusy`.
 const HASH_QUEUE_MAX: usize = 64;
 /// Password checks one client may have running or queued at once; more wait.
 const HASHES_PER_CLIENT: u32 = 2;
 /// Longest wait for a client's share of the pool; then `TooManyHashes`.
 const CLIENT_SHARE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Runs Argon2id verifications on a bounded number of blocking threads.
+/// Runs Argon2id on a fixed set of worker threads, one per core.
 ///
 /// Each check needs 19 MiB while it runs, so an unbounded burst (for
 /// instance requests that hang up at once, whose checks still run) would
-/// allocate without limit. Here at most `slots` checks run at once, at most
-/// `queue` wait for a slot, and one client may have at most `per_client`
-/// running or waiting. A slot and a client's share are held until the check
+/// allocate without limit; and since the allocator keeps a freed block per
+/// thread for reuse, checks spread over many threads would each leave their
+/// 19 MiB behind. Here `threads` workers do every check, at most `queue`
+/// wait for a worker (more: `HashingBusy`), and one client may have at most
+/// `per_client` running or waiting. A client's share is held until its check
 /// finishes, even when the request that asked for it is gone.
 pub struct HashPool {
-    slots: Arc<Semaphore>,
-    queued: AtomicUsize,
-    queue: usize,
+    jobs: std::sync::mpsc::SyncSender<Job>,
     per_client: u32,
     clients: Arc<ClientShares>,
 }
+
+/// Work for a hashing thread.
+type Job = Box<dyn FnOnce() + Send>;
 
 /// Checks running or waiting per client, and a wake-up when one ends.
 #[derive(Default)]
@@ -438,31 +449,56 @@ impl Drop for ClientShare {
     }
 }
 
-/// Counts a waiter in the queue while it lives.
-struct Queued<'a>(&'a AtomicUsize);
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 impl HashPool {
-    /// A pool of `slots` concurrent checks, `queue` waiting ones, and
-    /// `per_client` running or waiting per client address.
-    pub fn new(slots: usize, queue: usize, per_client: u32) -> Self {
-        HashPool {
-            slots: Arc::new(Semaphore::new(slots.max(1))),
-            queued: AtomicUsize::new(0),
-            queue,
+    /// A pool of `threads` workers, `queue` waiting checks, and `per_client`
+    /// running or waiting per client address.
+    pub fn new(threads: usize, queue: usize, per_client: u32) -> std::io::Result<Self> {
+        let (jobs, queued) = std::sync::mpsc::sync_channel::<Job>(queue);
+        let queued = Arc::new(Mutex::new(queued));
+        for n in 0..threads.max(1) {
+            let queued = queued.clone();
+            std::thread::Builder::new()
+                .name(format!("password-hash-{n}"))
+                .spawn(move || loop {
+                    let job = queued.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return, // the pool is gone
+                    }
+                })?;
+        }
+        Ok(HashPool {
+            jobs,
             per_client: per_client.max(1),
             clients: Arc::default(),
-        }
+        })
     }
 
-    /// One slot per core.
-    pub fn default_slots() -> usize {
+    /// One worker per core.
+    pub fn default_threads() -> usize {
         std::thread::available_parallelism().map_or(2, usize::from)
+    }
+
+    /// Runs `work` on a worker; `HashingBusy` when the queue is full.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(work());
+        });
+        self.jobs
+            .try_send(job)
+            .map_err(|_| AuthError::HashingBusy)?;
+        outcome.await.map_err(|_| AuthError::HashingBusy)
+    }
+
+    /// Hashes a new password with Argon2id on a worker.
+    pub async fn hash(&self, password: String) -> Result<String, AuthError> {
+        self.run(move || hash_password(&password))
+            .await?
+            .map_err(|e| AuthError::Store(StoreError::Other(e)))
     }
 
     /// Verifies `password` against a PHC string, or against a throw-away
@@ -477,26 +513,11 @@ impl HashPool {
             Some(client) => Some(self.client_share(client).await?),
             None => None,
         };
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue {
-                    self.queued.fetch_sub(1, Ordering::AcqRel);
-                    return Err(AuthError::HashingBusy);
-                }
-                let _queued = Queued(&self.queued);
-                self.slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| AuthError::HashingBusy)?
-            }
-        };
-        let check = tokio::task::spawn_blocking(move || {
-            let _held = (permit, share);
+        self.run(move || {
+            let _share = share;
             verify_password(&password, hash.as_deref())
-        });
-        Ok(check.await.unwrap_or(false))
+        })
+        .await
     }
 
     /// Waits (bounded) until `client` has fewer than `per_client` checks
@@ -733,20 +754,31 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_hashing_queue_refuses_instead_of_allocating() {
-        let pool = HashPool::new(1, 1, 2);
-        let _busy = pool.slots.clone().acquire_owned().await.unwrap();
+        let pool = HashPool::new(1, 1, 2).unwrap();
+        let (entered, worker_busy) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let blocker = pool.run(move || {
+            entered.send(()).unwrap();
+            released.recv().is_ok()
+        });
+        tokio::pin!(blocker);
+        assert!(pending(blocker.as_mut()).await);
+        worker_busy.recv().unwrap();
+        // The only worker is busy; the first check takes the only queue place…
         let queued = pool.verify(client(1), "pw".into(), None);
         tokio::pin!(queued);
-        // The first waiter takes the only queue place and waits…
         assert!(pending(queued.as_mut()).await);
-        // …so the next check is refused at once.
+        // …so the next one is refused at once instead of piling up.
         let refused = pool.verify(client(2), "pw".into(), None).await;
         assert!(matches!(refused, Err(AuthError::HashingBusy)));
+        release.send(()).unwrap();
+        assert!(blocker.await.unwrap());
+        assert!(!queued.await.unwrap(), "the queued check still runs");
     }
 
     #[tokio::test(start_paused = true)]
     async fn one_client_gets_a_bounded_share_of_the_pool() {
-        let pool = HashPool::new(4, 64, 2);
+        let pool = HashPool::new(1, 64, 2).unwrap();
         let a = pool.client_share(client(1).unwrap()).await.unwrap();
         let _b = pool.client_share(client(1).unwrap()).await.unwrap();
         assert!(

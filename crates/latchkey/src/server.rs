@@ -70,7 +70,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Digester::new(&secrets.current),
             secrets.previous.as_deref().map(Digester::new),
             args.pseudo_keys,
-        ),
+        )
+        .context("cannot start the password-hashing threads")?,
         custom_keys: args.custom_keys,
         rules: args.input_rules(),
         body_timeout: Duration::from_secs(args.body_timeout),

@@ -5,7 +5,6 @@ use axum::response::Response;
 use proget_api::{UserEdit, UserInfo};
 
 use super::{empty_ok, json_ok, query_param, AppError, AppState, Caller};
-use crate::auth::hash_password;
 use crate::keys::{may_manage_users, ADMINISTRATORS};
 use crate::store::{name_key, StoreError, User, UserChange};
 
@@ -26,7 +25,7 @@ pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response
         display_name: edit.display_name,
         email: edit.email,
         groups: Some(edit.groups.unwrap_or_default()),
-        password_hash: Some(hash(password).await?),
+        password_hash: Some(app.auth.hash_password(password).await?),
     };
     match app.store.create_user(change).await {
         Ok(user) => json_ok(&to_info(user)),
@@ -78,7 +77,7 @@ pub async fn edit(State(app): State<AppState>, caller: Caller) -> Result<Respons
     let password_hash = match edit.password {
         Some(p) if !p.is_empty() => {
             app.rules.check_password(&p).map_err(AppError::BadRequest)?;
-            Some(hash(p).await?)
+            Some(app.auth.hash_password(p).await?)
         }
         _ => None,
     };
@@ -173,13 +172,6 @@ fn invisible(c: char) -> bool {
                 | '\u{E0100}'..='\u{E01EF}'
         ),
     }
-}
-
-async fn hash(password: String) -> Result<String, AppError> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(anyhow::Error::from)?
-        .map_err(AppError::Internal)
 }
 
 fn to_info(u: User) -> UserInfo {

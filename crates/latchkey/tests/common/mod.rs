@@ -552,3 +552,24 @@ pub fn personal(user: &str) -> Value {
 pub fn feed_key() -> Value {
     serde_json::json!({"type": "feed", "feed": "public-npm", "packagePermissions": ["view", "add"]})
 }
+
+/// Closes a connection with a reset (SO_LINGER 0), as a client that gives up does.
+pub fn reset(stream: std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket descriptor and a correctly sized option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::from_ref(&linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_LINGER");
+    drop(stream);
+}

@@ -76,17 +76,13 @@ fn postgres_requests_beyond_the_in_flight_limit_are_503_health_is_never_shed() {
                WHERE c.relname = 'api_keys' AND l.mode = 'AccessExclusiveLock' AND l.granted",
         ) == 1
     });
-    let list = |key: String, url: String| {
-        std::thread::spawn(move || {
-            crate::common::client()
-                .get(url)
-                .header("X-ApiKey", key)
-                .send()
-                .unwrap()
-                .status()
-        })
-    };
-    let stuck = list(key.clone(), s.url("/api/api-keys/list"));
+    // A request that is being processed (waiting for the lock).
+    let mut stuck = TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
+    write!(
+        stuck,
+        "GET /api/api-keys/list HTTP/1.1\r\nHost: x\r\nX-ApiKey: {key}\r\n\r\n"
+    )
+    .unwrap();
     wait_for(|| {
         count(
             "SELECT count(*) FROM pg_stat_activity \
@@ -111,11 +107,20 @@ fn postgres_requests_beyond_the_in_flight_limit_are_503_health_is_never_shed() {
         .unwrap();
     assert_ne!(health.status(), 503, "/health is never shed");
 
-    assert_eq!(stuck.join().unwrap(), 200, "the held request finishes");
+    drop(stuck);
+
     let mut locker = locker;
     assert!(locker.wait().unwrap().success());
-    let r = list(key, s.url("/api/api-keys/list")).join().unwrap();
-    assert_eq!(r, 200, "the server serves again once the slot is free");
+    let r = crate::common::client()
+        .get(s.url("/api/api-keys/list"))
+        .header("X-ApiKey", &key)
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the server serves again once the slot is free"
+    );
 }
 
 fn wait_for(mut check: impl FnMut() -> bool) {
