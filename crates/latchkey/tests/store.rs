@@ -61,6 +61,8 @@ store_tests! {
     update_user_keeps_unset_fields,
     reads_after_a_write_see_the_write,
     delete_user_removes_their_keys_and_only_theirs,
+    the_last_administrator_who_can_log_in_is_never_removed,
+    concurrent_demotions_leave_an_administrator,
     create_first_user_creates_only_once,
     create_first_user_on_several_nodes_at_once_creates_exactly_one,
     has_users_is_false_only_on_an_empty_database,
@@ -241,6 +243,21 @@ fn new_user(name: &str) -> UserChange {
         email: Some(format!("{}@example.org", name.to_lowercase())),
         groups: Some(vec!["Developers".to_owned()]),
         password_hash: Some(format!("$argon2id$fake${name}")),
+    }
+}
+
+fn admin(name: &str) -> UserChange {
+    UserChange {
+        groups: Some(vec!["Administrators".to_owned()]),
+        ..new_user(name)
+    }
+}
+
+fn demote(name: &str) -> UserChange {
+    UserChange {
+        name: name.to_owned(),
+        groups: Some(vec![]),
+        ..UserChange::default()
     }
 }
 
@@ -893,5 +910,79 @@ async fn several_nodes_can_migrate_one_database_at_once(ctx: Ctx) {
     for node in &nodes {
         assert_eq!(node.key_by_id(1000).await.unwrap(), Some(key.clone()));
         node.close().await;
+    }
+}
+
+async fn the_last_administrator_who_can_log_in_is_never_removed(ctx: Ctx) {
+    let last_admin = |r: Result<_, StoreError>| matches!(r, Err(StoreError::LastAdministrator));
+    ctx.store.create_user(admin("Ann")).await.unwrap();
+    assert!(last_admin(ctx.store.delete_user("ann").await.map(|_| ())));
+    assert!(last_admin(
+        ctx.store.update_user(demote("Ann")).await.map(|_| ())
+    ));
+    assert!(
+        ctx.store
+            .user_login("Ann")
+            .await
+            .unwrap()
+            .unwrap()
+            .user
+            .is_admin(),
+        "nothing changed"
+    );
+
+    // An administrator without a password cannot log in: it does not count.
+    ctx.store
+        .create_user(UserChange {
+            password_hash: Some(String::new()),
+            ..admin("Nopass")
+        })
+        .await
+        .unwrap();
+    assert!(last_admin(ctx.store.delete_user("Ann").await.map(|_| ())));
+
+    ctx.store.create_user(admin("Bob")).await.unwrap();
+    ctx.store.update_user(demote("Ann")).await.unwrap().unwrap();
+    assert!(last_admin(ctx.store.delete_user("Bob").await.map(|_| ())));
+    assert!(
+        ctx.store.delete_user("Ann").await.unwrap(),
+        "no longer an administrator"
+    );
+    assert!(!ctx.store.delete_user("nobody").await.unwrap());
+    let other = ctx
+        .store
+        .update_user(new_user("Nopass"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!other.is_admin(), "changes that leave Bob are fine");
+}
+
+/// Two administrators taking each other out of `Administrators` at the same
+/// moment: one succeeds, the other is refused, every round.
+async fn concurrent_demotions_leave_an_administrator(ctx: Ctx) {
+    let store = ctx.store.clone();
+    for round in 0..20 {
+        let (a, b) = (format!("a{round}"), format!("b{round}"));
+        store.create_user(admin(&a)).await.unwrap();
+        store.create_user(admin(&b)).await.unwrap();
+        for name in (0..round).flat_map(|r| [format!("a{r}"), format!("b{r}")]) {
+            // Only this round's pair remains an administrator.
+            let _ = store.update_user(demote(&name)).await;
+        }
+        let (ra, rb) = tokio::join!(store.update_user(demote(&a)), store.update_user(demote(&b)));
+        let refused = [&ra, &rb]
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::LastAdministrator)))
+            .count();
+        assert_eq!(refused, 1, "round {round}: {ra:?} {rb:?}");
+        let admins = store
+            .list_users(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|u| u.is_admin())
+            .count();
+        assert_eq!(admins, 1, "round {round}");
     }
 }

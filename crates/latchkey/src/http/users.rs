@@ -6,7 +6,7 @@ use proget_api::{UserEdit, UserInfo};
 
 use super::{empty_ok, json_ok, query_param, AppError, AppState, Caller};
 use crate::keys::{may_manage_users, ADMINISTRATORS};
-use crate::store::{name_key, StoreError, User, UserChange};
+use crate::store::{StoreError, User, UserChange};
 
 /// Handles the `POST /api/security/users/add` route.
 pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
@@ -60,11 +60,7 @@ pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Respo
         }
         _ => return Err(AppError::BadRequest("user is required".into())),
     };
-    let target = app.store.user_login(&name).await?;
-    if target.is_some_and(|t| t.user.is_admin()) {
-        keep_an_administrator(&app, &name).await?;
-    }
-    if app.store.delete_user(&name).await? {
+    if app.store.delete_user(&name).await.map_err(last_admin)? {
         tracing::info!(user = %name, "user and their personal keys deleted");
     }
     Ok(empty_ok())
@@ -81,16 +77,6 @@ pub async fn edit(State(app): State<AppState>, caller: Caller) -> Result<Respons
         }
         _ => None,
     };
-    let demoted = edit
-        .groups
-        .as_ref()
-        .is_some_and(|g| !g.iter().any(|g| g.eq_ignore_ascii_case(ADMINISTRATORS)));
-    if demoted {
-        let target = app.store.user_login(&edit.name).await?;
-        if target.is_some_and(|t| t.user.is_admin()) {
-            keep_an_administrator(&app, &edit.name).await?;
-        }
-    }
     let change = UserChange {
         name: edit.name,
         display_name: edit.display_name,
@@ -98,28 +84,21 @@ pub async fn edit(State(app): State<AppState>, caller: Caller) -> Result<Respons
         groups: edit.groups,
         password_hash,
     };
-    match app.store.update_user(change).await? {
+    match app.store.update_user(change).await.map_err(last_admin)? {
         Some(user) => json_ok(&to_info(user)),
         None => Err(AppError::NotFound("user not found".into())),
     }
 }
 
-/// Refuses a change that would leave no administrator who can log in, when
-/// `leaving` (an administrator) is deleted or taken out of `Administrators`.
-async fn keep_an_administrator(app: &AppState, leaving: &str) -> Result<(), AppError> {
-    let leaving = name_key(leaving);
-    for user in app.store.list_users(None).await? {
-        if !user.is_admin() || name_key(&user.name) == leaving {
-            continue;
-        }
-        let login = app.store.user_login(&user.name).await?;
-        if login.is_some_and(|l| !l.password_hash.is_empty()) {
-            return Ok(());
-        }
+/// The store refuses (in the change's own transaction) a change that would
+/// leave no administrator who can log in: that is the caller's `400`.
+fn last_admin(e: StoreError) -> AppError {
+    match e {
+        StoreError::LastAdministrator => AppError::BadRequest(format!(
+            "this would leave no administrator who can log in; add another user to {ADMINISTRATORS} first"
+        )),
+        other => other.into(),
     }
-    Err(AppError::BadRequest(format!(
-        "this would leave no administrator who can log in; add another user to {ADMINISTRATORS} first"
-    )))
 }
 
 fn require_user_admin(caller: &Caller) -> Result<(), AppError> {

@@ -36,6 +36,9 @@ pub enum StoreError {
     /// Another user already has this name (case-insensitively).
     #[error("a user with the same name already exists")]
     DuplicateUser,
+    /// The change would leave no administrator who can log in.
+    #[error("the change would leave no administrator who can log in")]
+    LastAdministrator,
     /// The database was written by a newer version of latchkey.
     #[error("the database schema (version {found}) is newer than this latchkey understands (version {supported}); run a newer latchkey")]
     SchemaTooNew {
@@ -252,10 +255,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self, search: Option<&str>) -> Result<Vec<User>, StoreError>;
     /// Creates a user; [`StoreError::DuplicateUser`] when the name exists.
     async fn create_user(&self, user: UserChange) -> Result<User, StoreError>;
-    /// Updates a user; `None` when no user has this name.
+    /// Updates a user; `None` when no user has this name;
+    /// [`StoreError::LastAdministrator`] (and nothing changed) when the
+    /// change would leave no administrator who can log in.
     async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError>;
     /// Deletes a user and their personal keys in one transaction; `false`
-    /// when no user had this name.
+    /// when no user had this name; [`StoreError::LastAdministrator`] (and
+    /// nothing deleted) when no administrator who can log in would remain.
     async fn delete_user(&self, name: &str) -> Result<bool, StoreError>;
     /// Whether any user exists (an empty database gets the first `Admin`).
     async fn has_users(&self) -> Result<bool, StoreError>;

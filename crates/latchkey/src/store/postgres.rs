@@ -26,6 +26,9 @@ const MAX_CONNECTIONS: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Advisory lock that serialises first-user creation across nodes.
 const FIRST_USER_LOCK: i64 = 0x6c61_7463_686b_0001;
+/// Advisory lock serialising user edits and deletions across nodes, so that
+/// two concurrent demotions cannot both see the other administrator remain.
+const USER_WRITE_LOCK: i64 = 0x6c61_7463_686b_0002;
 
 /// PostgreSQL storage.
 pub struct PostgresStore {
@@ -80,6 +83,29 @@ impl PostgresStore {
         }
         Ok(PostgresStore { pool })
     }
+}
+
+/// Administrators who can log in: members of `Administrators` with a password.
+async fn count_admins<'e, E: Executor<'e, Database = Postgres>>(
+    exec: E,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM users u WHERE u.password_hash <> '' AND EXISTS \
+         (SELECT 1 FROM json_array_elements_text(u.groups::json) g WHERE lower(g) = 'administrators')",
+    )
+    .fetch_one(exec)
+    .await?)
+}
+
+/// Takes [`USER_WRITE_LOCK`] for the transaction, then counts administrators.
+async fn lock_users_and_count_admins(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+) -> Result<i64, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(USER_WRITE_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    count_admins(&mut **tx).await
 }
 
 async fn fetch_key<'e, E: Executor<'e, Database = Postgres>>(
@@ -282,6 +308,7 @@ impl Store for PostgresStore {
 
     async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let admins = lock_users_and_count_admins(&mut tx).await?;
         let done = sqlx::query(
             "UPDATE users SET display_name = coalesce($1, display_name), email = coalesce($2, email), \
              groups = coalesce($3, groups), password_hash = coalesce($4, password_hash) \
@@ -297,6 +324,9 @@ impl Store for PostgresStore {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
+        if admins > 0 && count_admins(&mut *tx).await? == 0 {
+            return Err(StoreError::LastAdministrator);
+        }
         let updated = fetch_user(&mut *tx, &change.name).await?;
         tx.commit().await?;
         Ok(updated.map(|l| l.user))
@@ -304,6 +334,7 @@ impl Store for PostgresStore {
 
     async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let admins = lock_users_and_count_admins(&mut tx).await?;
         let key = name_key(name);
         // Lock the user row first so that a personal key created for this
         // user concurrently either commits before (and is deleted here) or
@@ -324,6 +355,9 @@ impl Store for PostgresStore {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+        if admins > 0 && count_admins(&mut *tx).await? == 0 {
+            return Err(StoreError::LastAdministrator);
+        }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }

@@ -174,6 +174,16 @@ async fn quick_check(writer: &SqlitePool) -> Result<(), StoreError> {
     Err(corrupt(found.join("; ").replace('\n', " ")))
 }
 
+/// Administrators who can log in: members of `Administrators` with a password.
+async fn count_admins<'e, E: Executor<'e, Database = Sqlite>>(exec: E) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM users u WHERE u.password_hash <> '' AND EXISTS \
+         (SELECT 1 FROM json_each(u.groups) g WHERE lower(g.value) = 'administrators')",
+    )
+    .fetch_one(exec)
+    .await?)
+}
+
 async fn fetch_key<'e, E: Executor<'e, Database = Sqlite>>(
     exec: E,
     id: KeyId,
@@ -375,7 +385,10 @@ impl Store for SqliteStore {
     }
 
     async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError> {
+        // One writer connection: user writes are serialised, so the count
+        // of administrators cannot change under this transaction.
         let mut tx = self.writer.begin().await?;
+        let admins = count_admins(&mut *tx).await?;
         let done = sqlx::query(
             "UPDATE users SET display_name = coalesce(?, display_name), email = coalesce(?, email), \
              groups = coalesce(?, groups), password_hash = coalesce(?, password_hash) WHERE name_key = ?",
@@ -390,6 +403,9 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
+        if admins > 0 && count_admins(&mut *tx).await? == 0 {
+            return Err(StoreError::LastAdministrator);
+        }
         let updated = fetch_user(&mut *tx, &change.name).await?;
         tx.commit().await?;
         Ok(updated.map(|l| l.user))
@@ -397,6 +413,7 @@ impl Store for SqliteStore {
 
     async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await?;
+        let admins = count_admins(&mut *tx).await?;
         let key = name_key(name);
         sqlx::query(
             "DELETE FROM api_keys WHERE user_id IN (SELECT id FROM users WHERE name_key = ?)",
@@ -408,6 +425,9 @@ impl Store for SqliteStore {
             .bind(&key)
             .execute(&mut *tx)
             .await?;
+        if admins > 0 && count_admins(&mut *tx).await? == 0 {
+            return Err(StoreError::LastAdministrator);
+        }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
