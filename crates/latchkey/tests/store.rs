@@ -62,6 +62,7 @@ store_tests! {
     reads_after_a_write_see_the_write,
     delete_user_removes_their_keys_and_only_theirs,
     the_last_administrator_who_can_log_in_is_never_removed,
+    the_personal_key_cap_holds_under_concurrent_creates,
     concurrent_demotions_leave_an_administrator,
     create_first_user_creates_only_once,
     create_first_user_on_several_nodes_at_once_creates_exactly_one,
@@ -224,6 +225,7 @@ fn system_key(text: &str) -> NewKey {
         expiration: None,
         logging: Logging::None,
         user_id: None,
+        personal_cap: None,
     }
 }
 
@@ -232,6 +234,7 @@ fn personal_key(text: &str, owner: UserId) -> NewKey {
         key_type: ApiKeyType::Personal,
         system_apis: vec![],
         user_id: Some(owner),
+        personal_cap: None,
         ..system_key(text)
     }
 }
@@ -578,6 +581,7 @@ async fn list_keys_all_or_by_owner_ordered_by_id(ctx: Ctx) {
         .store
         .create_key(NewKey {
             user_id: Some(alice.id),
+            personal_cap: None,
             ..system_key("odd")
         })
         .await
@@ -985,4 +989,26 @@ async fn concurrent_demotions_leave_an_administrator(ctx: Ctx) {
             .count();
         assert_eq!(admins, 1, "round {round}");
     }
+}
+
+async fn the_personal_key_cap_holds_under_concurrent_creates(ctx: Ctx) {
+    let owner = ctx.store.create_user(new_user("Capped")).await.unwrap();
+    let capped = |text: String| NewKey {
+        personal_cap: Some(5),
+        ..personal_key(&text, owner.id)
+    };
+    let creates = (0..12).map(|i| ctx.store.create_key(capped(format!("capped-{i}"))));
+    let outcomes = futures_util::future::join_all(creates).await;
+    let created = outcomes.iter().filter(|r| r.is_ok()).count();
+    let refused = outcomes
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::TooManyKeys)))
+        .count();
+    assert_eq!((created, refused), (5, 7), "{outcomes:?}");
+    assert_eq!(ctx.store.list_keys(Some(owner.id)).await.unwrap().len(), 5);
+    // Other owners and uncapped creates are not affected.
+    ctx.store
+        .create_key(personal_key("uncapped", owner.id))
+        .await
+        .unwrap();
 }

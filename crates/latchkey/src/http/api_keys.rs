@@ -38,15 +38,14 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
     if !may_create(&caller.principal, valid.key_type, valid.user.as_deref()) {
         return Err(AppError::not_authorized("caller may not create this key"));
     }
-    if let KeyAccess::OwnPersonal(owner) = key_access(&caller.principal) {
-        let held = app.store.list_keys(Some(owner)).await?.len();
-        if held >= app.rules.max_personal_keys {
-            return Err(AppError::BadRequest(format!(
-                "you already hold {held} personal keys, the most allowed ({}); delete one first",
-                app.rules.max_personal_keys
-            )));
+    // Non-administrators hold a bounded number of personal keys, counted by
+    // the store in the create's own transaction.
+    let personal_cap = match key_access(&caller.principal) {
+        KeyAccess::OwnPersonal(_) => {
+            Some(u32::try_from(app.rules.max_personal_keys).unwrap_or(u32::MAX))
         }
-    }
+        _ => None,
+    };
     let user_id = match &valid.user {
         None => None,
         Some(name) => {
@@ -70,15 +69,20 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
         expiration: valid.expiration,
         logging: valid.logging,
         user_id,
+        personal_cap,
     };
     let stored = match app.store.create_key(new).await {
         Ok(k) => k,
+        Err(StoreError::TooManyKeys) => {
+            return Err(AppError::BadRequest(format!(
+                "you already hold the most personal keys allowed ({}); delete one first",
+                app.rules.max_personal_keys
+            )))
+        }
         Err(StoreError::DuplicateKey) => {
             // A collision tells the caller that a key exists: it costs like a wrong guess.
             if let (Some(limiter), Some(ip)) = (&app.limiter, caller.peer) {
-                if let Some(block) = limiter.record_failure(ip) {
-                    tracing::warn!(%ip, seconds = block.as_secs(), "blocking an address after repeated failed authentications");
-                }
+                let _ = limiter.record_failure(ip);
             }
             return Err(AppError::BadRequest(
                 "key: that key text is already in use; choose another".into(),

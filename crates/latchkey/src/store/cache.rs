@@ -331,6 +331,7 @@ mod tests {
             expiration: None,
             logging: Logging::None,
             user_id: None,
+            personal_cap: None,
         }
     }
 

@@ -36,6 +36,9 @@ pub enum StoreError {
     /// Another user already has this name (case-insensitively).
     #[error("a user with the same name already exists")]
     DuplicateUser,
+    /// The owner already holds as many personal keys as the create allows.
+    #[error("the owner already holds the most personal keys allowed")]
+    TooManyKeys,
     /// The change would leave no administrator who can log in.
     #[error("the change would leave no administrator who can log in")]
     LastAdministrator,
@@ -174,6 +177,9 @@ pub struct NewKey {
     pub logging: Logging,
     /// Personal keys: the owner's id.
     pub user_id: Option<UserId>,
+    /// At most this many personal keys for the owner, counted in the
+    /// create's own transaction ([`StoreError::TooManyKeys`] beyond).
+    pub personal_cap: Option<u32>,
 }
 
 /// A user to be created, or the new values of an edited user.

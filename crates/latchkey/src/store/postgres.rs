@@ -211,6 +211,22 @@ impl Store for PostgresStore {
 
     async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
         let mut tx = self.pool.begin().await?;
+        if let (Some(cap), Some(owner)) = (key.personal_cap, key.user_id) {
+            // The owner's row lock serialises concurrent creates for one owner.
+            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+            let held: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM api_keys WHERE user_id = $1 AND key_type = 'personal'",
+            )
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await?;
+            if held >= i64::from(cap) {
+                return Err(StoreError::TooManyKeys);
+            }
+        }
         let inserted = sqlx::query_scalar::<_, i32>(
             "INSERT INTO api_keys (digest, key_type, display_name, description, system_apis, \
              package_permissions, feed, feed_group, expiration, logging, user_id, created_at) \
