@@ -418,6 +418,16 @@ mod tests {
             "group changes reach cached keys"
         );
 
+        // Another administrator, so that the store lets alice go.
+        cache
+            .create_user(UserChange {
+                name: "carol".into(),
+                groups: Some(vec!["Administrators".into()]),
+                password_hash: Some("h3".into()),
+                ..UserChange::default()
+            })
+            .await
+            .unwrap();
         cache.delete_user("alice").await.unwrap();
         assert!(cache.user_login("alice").await.unwrap().is_none());
         assert_eq!(cache.key_by_digest(&digest).await.unwrap(), None);

@@ -553,6 +553,16 @@ pub fn feed_key() -> Value {
     serde_json::json!({"type": "feed", "feed": "public-npm", "packagePermissions": ["view", "add"]})
 }
 
+/// A client whose connections come from `127.0.0.N` (the limiter counts per address).
+pub fn client_from(n: u8) -> Client {
+    Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n)))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
 /// Closes a connection with a reset (SO_LINGER 0), as a client that gives up does.
 pub fn reset(stream: std::net::TcpStream) {
     use std::os::fd::AsRawFd;

@@ -2,14 +2,14 @@
 //! neither exhaust the server nor lock anyone else out.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use reqwest::blocking::Client;
 
 use crate::both_backends;
-use crate::common::{full_control, Backend, Options, TestServer};
+use crate::common::{client_from, full_control, Backend, Options, TestServer};
 
 both_backends!(concurrent_guesses_cannot_overshoot_the_limit);
 
@@ -19,16 +19,6 @@ fn start(backend: Backend, args: &[&str]) -> TestServer {
         ..Options::default()
     };
     TestServer::start_with(backend, options)
-}
-
-/// A client whose connections come from `127.0.0.N`.
-fn client_from(n: u8) -> Client {
-    Client::builder()
-        .no_proxy()
-        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
 }
 
 /// A raw TCP connection to the server (from 127.0.0.1, the attacker's address).
@@ -111,10 +101,6 @@ fn password_guesses_that_hang_up_are_counted_and_memory_stays_bounded() {
         "another address is not affected"
     );
     let log = s.log();
-    assert!(
-        log.contains("request aborted"),
-        "hang-ups are logged\n{log}"
-    );
     assert!(log.contains("client=127.0.0.1"), "{log}");
     assert!(
         log.contains("blocking an address after repeated failed authentications")

@@ -1,13 +1,14 @@
 //! The brute-force limiter: an address with too many failed authentications
 //! gets `429` with `Retry-After`, and nobody else is affected.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use reqwest::blocking::{Client, Response};
 
 use crate::both_backends;
-use crate::common::{feed_key, full_control, Backend, Options, TestServer, ADMIN_PASSWORD};
+use crate::common::{
+    client_from, feed_key, full_control, Backend, Options, TestServer, ADMIN_PASSWORD,
+};
 
 both_backends!(
     an_attacking_address_gets_429_while_other_addresses_and_the_attacked_key_keep_working,
@@ -15,16 +16,6 @@ both_backends!(
     refused_permissions_of_valid_callers_do_not_count,
     a_limit_of_zero_disables_the_limiter,
 );
-
-/// A client whose connections come from `127.0.0.N`.
-fn client_from(n: u8) -> Client {
-    Client::builder()
-        .no_proxy()
-        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
 
 fn limited_server(backend: Backend, limit: u32, block_seconds: u64) -> TestServer {
     let args = [
