@@ -14,8 +14,9 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use crate::keys::{checksum_ok, has_generated_shape, Digester, KeyDigest, Principal};
-use crate::store::{Store, StoreError, StoredKey};
+use crate::domain::{Digester, KeyDigest, Principal, StoredKey};
+use crate::keys::{checksum_ok, has_generated_shape};
+use crate::store::{Store, StoreError};
 
 /// A credential as the caller presented it (never logged).
 #[derive(Clone, PartialEq, Eq)]

@@ -1,19 +1,12 @@
-//! API keys: generation, digests, validation of new keys, and the policy of
-//! who may do what. Everything here is pure and unit-tested.
+//! API keys: generation, validation of new keys, and the policy of who may
+//! do what. Everything here is pure and unit-tested.
 
-use std::fmt;
-
-use hmac::{Hmac, Mac};
 use proget_api::{ApiKeyInfo, ApiKeyType, Logging, PackagePermission, SystemApi};
 use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;
-use sha2::Sha256;
 use time::OffsetDateTime;
 
-use crate::store::{KeyId, StoredKey, User, UserId};
-
-/// The group whose members are administrators.
-pub const ADMINISTRATORS: &str = "Administrators";
+use crate::domain::{name_key, KeyId, Principal, StoredKey, UserId};
 
 /// The prefix of every generated key, so that secret scanners can find leaks.
 pub const KEY_PREFIX: &str = "lk_";
@@ -57,85 +50,6 @@ pub fn checksum_ok(key: &str) -> bool {
     match (body.get(..RANDOM_LEN), body.get(RANDOM_LEN..)) {
         (Some(random), Some(sum)) => checksum(random) == sum,
         _ => false,
-    }
-}
-
-/// HMAC-SHA-256 of a key under the installation secret: the only form in
-/// which keys are stored.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeyDigest([u8; 32]);
-
-impl KeyDigest {
-    /// The digest bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for KeyDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyDigest({}…)", hex::encode(&self.0[..4]))
-    }
-}
-
-/// Computes digests under the installation secret. The keyed HMAC state is
-/// prepared once and cloned per digest.
-#[derive(Clone)]
-pub struct Digester {
-    mac: Hmac<Sha256>,
-}
-
-impl Digester {
-    /// A digester for an installation secret.
-    pub fn new(secret: &[u8]) -> Self {
-        let mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length"); // ok: infallible for HMAC
-        Digester { mac }
-    }
-
-    /// The digest of a key text.
-    pub fn key(&self, key: &str) -> KeyDigest {
-        let mut mac = self.mac.clone();
-        mac.update(key.as_bytes());
-        KeyDigest(mac.finalize().into_bytes().into())
-    }
-
-    /// The digest of a login (user name and password), for the login cache.
-    /// The leading NUL keeps it apart from key digests (keys hold no NUL).
-    pub fn login(&self, name: &str, password: &str) -> KeyDigest {
-        let mut mac = self.mac.clone();
-        mac.update(b"\0login\0");
-        mac.update(name.to_lowercase().as_bytes());
-        mac.update(b"\0");
-        mac.update(password.as_bytes());
-        KeyDigest(mac.finalize().into_bytes().into())
-    }
-}
-
-/// Who is making a request, once their credential is verified.
-#[derive(Debug, Clone)]
-pub enum Principal {
-    /// An API key (a personal key acts as its user).
-    Key(StoredKey),
-    /// A user, by login or pseudo-key.
-    User(User),
-}
-
-impl Principal {
-    /// The id of the calling key, if the caller is a key.
-    pub fn key_id(&self) -> Option<KeyId> {
-        match self {
-            Principal::Key(k) => Some(k.id),
-            Principal::User(_) => None,
-        }
-    }
-
-    /// The user the caller acts as: a login, a pseudo-key, or a personal key's owner.
-    pub fn user(&self) -> Option<&User> {
-        match self {
-            Principal::Key(k) if k.key_type == ApiKeyType::Personal => k.user.as_ref(),
-            Principal::Key(_) => None,
-            Principal::User(u) => Some(u),
-        }
     }
 }
 
@@ -184,8 +98,8 @@ pub fn may_create(principal: &Principal, key_type: ApiKeyType, user: Option<&str
     match key_access(principal) {
         KeyAccess::All => true,
         KeyAccess::OwnPersonal(_) => {
-            let own = principal.user().map(|u| crate::store::name_key(&u.name));
-            key_type == ApiKeyType::Personal && user.map(crate::store::name_key) == own
+            let own = principal.user().map(|u| name_key(&u.name));
+            key_type == ApiKeyType::Personal && user.map(name_key) == own
         }
         KeyAccess::None => false,
     }
@@ -439,6 +353,7 @@ pub fn parse_id(query: Option<&str>) -> Result<KeyId, IdError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::User;
     use proget_api::Expiration;
     use proptest::prelude::*;
     use time::macros::datetime;
@@ -492,16 +407,6 @@ mod tests {
         let mut typo = k.clone().into_bytes();
         typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
         assert!(!checksum_ok(&String::from_utf8(typo).unwrap()));
-    }
-
-    #[test]
-    fn digests_depend_on_secret_and_keep_logins_apart() {
-        let a = Digester::new(b"secret-a");
-        let b = Digester::new(b"secret-b");
-        assert_eq!(a.key("k"), a.key("k"));
-        assert_ne!(a.key("k"), b.key("k"));
-        assert_eq!(a.login("Admin", "pw"), a.login("admin", "pw"));
-        assert_ne!(a.login("admin", "pw"), a.key("admin:pw"));
     }
 
     #[test]

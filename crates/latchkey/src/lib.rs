@@ -2,10 +2,12 @@
 //!
 //! `config` reads the command line, `server` starts and stops, `http` routes
 //! requests to thin handlers, `auth` turns a credential into a principal,
-//! `keys` holds generation, digests and policy, and `store` persists.
+//! `keys` holds generation, validation and policy, `store` persists, and
+//! both use the types of `domain`.
 
 pub mod auth;
 pub mod config;
+pub mod domain;
 pub mod http;
 pub mod keys;
 pub mod logging;

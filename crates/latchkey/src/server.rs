@@ -23,11 +23,11 @@ use tower::ServiceExt;
 
 use crate::auth::{hash_password, Authenticator};
 use crate::config::{ResetAdminArgs, ServeArgs};
+use crate::domain::{Digester, KeyId, UserChange, ADMINISTRATORS};
 use crate::http::limiter::LimiterConfig;
 use crate::http::{router, App, Limits};
-use crate::keys::{Digester, ADMINISTRATORS};
 use crate::secrets::{fingerprint, same_fingerprint, write_private, Secrets, SECRET_FILE};
-use crate::store::{self, CachedStore, KeyId, Store, UserChange};
+use crate::store::{self, CachedStore, Store};
 
 const ADMIN_PASSWORD_FILE: &str = "initial-admin-password";
 

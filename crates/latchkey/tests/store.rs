@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use latchkey::keys::{Digester, KeyDigest};
-use latchkey::store::{self, NewKey, Store, StoreError, UserChange, UserId};
+use latchkey::domain::{self, Digester, KeyDigest, NewKey, UserChange, UserId};
+use latchkey::store::{self, Store, StoreError};
 use proget_api::{ApiKeyType, Logging, PackagePermission, SystemApi};
 use time::OffsetDateTime;
 
@@ -587,7 +587,7 @@ async fn list_keys_all_or_by_owner_ordered_by_id(ctx: Ctx) {
         .await
         .unwrap();
 
-    let ids = |keys: Vec<store::StoredKey>| keys.into_iter().map(|k| k.id).collect::<Vec<_>>();
+    let ids = |keys: Vec<domain::StoredKey>| keys.into_iter().map(|k| k.id).collect::<Vec<_>>();
     assert_eq!(
         ids(ctx.store.list_keys(None).await.unwrap()),
         [a1.id, b1.id, s1.id, a2.id, odd.id]
@@ -648,7 +648,7 @@ async fn list_users_is_ordered_and_searches_case_insensitively(ctx: Ctx) {
         })
         .await
         .unwrap();
-    let names = |users: Vec<store::User>| users.into_iter().map(|u| u.name).collect::<Vec<_>>();
+    let names = |users: Vec<domain::User>| users.into_iter().map(|u| u.name).collect::<Vec<_>>();
     // Byte order of the lower-cased names, identical on both back ends.
     assert_eq!(
         names(ctx.store.list_users(None).await.unwrap()),

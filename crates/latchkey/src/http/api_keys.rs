@@ -9,10 +9,11 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::{empty_ok, json_ok, json_response, AppError, AppState, Caller};
+use crate::domain::{KeyId, NewKey};
 use crate::keys::{
     self, key_access, may_choose_key_text, may_create, may_manage, parse_id, KeyAccess,
 };
-use crate::store::{KeyId, NewKey, StoreError};
+use crate::store::StoreError;
 
 /// Handles the `POST /api/api-keys/create` route.
 pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {

@@ -28,7 +28,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use error::{AppError, ErrorCause};
 
 use crate::auth::{extract_credential, Authenticator};
-use crate::keys::Principal;
+use crate::domain::Principal;
 use crate::store::Store;
 
 /// Largest request body accepted; larger is `413`.

@@ -5,8 +5,9 @@ use axum::response::Response;
 use proget_api::{UserEdit, UserInfo};
 
 use super::{empty_ok, json_ok, query_param, AppError, AppState, Caller};
-use crate::keys::{may_manage_users, ADMINISTRATORS};
-use crate::store::{StoreError, User, UserChange};
+use crate::domain::{User, UserChange, ADMINISTRATORS};
+use crate::keys::may_manage_users;
+use crate::store::StoreError;
 
 /// Handles the `POST /api/security/users/add` route.
 pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {

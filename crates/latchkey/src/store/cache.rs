@@ -16,11 +16,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use axum::body::Bytes;
 
-use super::{
-    name_key, JsonPage, KeyId, NewKey, Store, StoreError, StoredKey, User, UserChange, UserId,
-    UserLogin,
+use super::{JsonPage, Store, StoreError};
+use crate::domain::{
+    name_key, KeyDigest, KeyId, NewKey, StoredKey, User, UserChange, UserId, UserLogin,
 };
-use crate::keys::KeyDigest;
 use proget_api::ApiKeyInfo;
 
 /// Most entries of each kind before the cache starts over.
@@ -307,7 +306,7 @@ impl Store for CachedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::Digester;
+    use crate::domain::Digester;
     use crate::store::SqliteStore;
     use proget_api::{ApiKeyType, Logging, SystemApi};
 

@@ -13,19 +13,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::body::Bytes;
-use proget_api::{ApiKeyInfo, ApiKeyType, Logging, PackagePermission, SystemApi};
+use proget_api::ApiKeyInfo;
 use time::OffsetDateTime;
 
 pub use cache::CachedStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-use crate::keys::KeyDigest;
-
-/// The id of an API key (ProGet's ids are 32-bit; the first key gets 1000).
-pub type KeyId = i32;
-/// The id of a user.
-pub type UserId = i64;
+use crate::domain::{
+    name_key, KeyDigest, KeyId, NewKey, StoredKey, User, UserChange, UserId, UserLogin,
+};
 
 /// A failure of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -61,66 +58,6 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// A user as stored (without the password hash).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    /// Storage id.
-    pub id: UserId,
-    /// Login name as spelled when created.
-    pub name: String,
-    /// Name shown to people.
-    pub display_name: Option<String>,
-    /// E-mail address.
-    pub email: Option<String>,
-    /// Group names.
-    pub groups: Vec<String>,
-}
-
-impl User {
-    /// Whether the user is a member of `Administrators` (case-insensitively).
-    pub fn is_admin(&self) -> bool {
-        self.groups
-            .iter()
-            .any(|g| g.eq_ignore_ascii_case(crate::keys::ADMINISTRATORS))
-    }
-}
-
-/// A user together with their password hash, for logins.
-#[derive(Debug, Clone)]
-pub struct UserLogin {
-    /// The user.
-    pub user: User,
-    /// Argon2id PHC string.
-    pub password_hash: String,
-}
-
-/// An API key as stored: everything but the key text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredKey {
-    /// Key id.
-    pub id: KeyId,
-    /// Kind of key.
-    pub key_type: ApiKeyType,
-    /// Name shown in lists.
-    pub display_name: Option<String>,
-    /// Free text.
-    pub description: Option<String>,
-    /// System keys: allowed APIs.
-    pub system_apis: Vec<SystemApi>,
-    /// Feed keys: allowed package operations.
-    pub package_permissions: Vec<PackagePermission>,
-    /// Feed keys: the feed.
-    pub feed: Option<String>,
-    /// Feed keys: the feed group.
-    pub feed_group: Option<String>,
-    /// When the key stops working.
-    pub expiration: Option<OffsetDateTime>,
-    /// Request logging.
-    pub logging: Logging,
-    /// Personal keys: the user the key acts as.
-    pub user: Option<User>,
-}
-
 /// One page of a listing, as JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JsonPage {
@@ -130,71 +67,6 @@ pub struct JsonPage {
     pub last: Option<KeyId>,
     /// How many keys the page holds.
     pub count: usize,
-}
-
-impl From<StoredKey> for ApiKeyInfo {
-    /// The wire form of a stored key (never with key text).
-    fn from(k: StoredKey) -> Self {
-        ApiKeyInfo {
-            id: Some(k.id),
-            key_type: Some(k.key_type),
-            key: None,
-            display_name: k.display_name,
-            description: k.description,
-            system_apis: (k.key_type == ApiKeyType::System).then_some(k.system_apis),
-            package_permissions: (k.key_type == ApiKeyType::Feed).then_some(k.package_permissions),
-            feed: k.feed,
-            feed_group: k.feed_group,
-            expiration: k.expiration.map(proget_api::Expiration),
-            logging: Some(k.logging),
-            user: k.user.map(|u| u.name),
-        }
-    }
-}
-
-/// A key to be created.
-#[derive(Debug, Clone)]
-pub struct NewKey {
-    /// Digest of the key text.
-    pub digest: KeyDigest,
-    /// Kind of key.
-    pub key_type: ApiKeyType,
-    /// Name shown in lists.
-    pub display_name: Option<String>,
-    /// Free text.
-    pub description: Option<String>,
-    /// System keys: allowed APIs.
-    pub system_apis: Vec<SystemApi>,
-    /// Feed keys: allowed package operations.
-    pub package_permissions: Vec<PackagePermission>,
-    /// Feed keys: the feed.
-    pub feed: Option<String>,
-    /// Feed keys: the feed group.
-    pub feed_group: Option<String>,
-    /// When the key stops working.
-    pub expiration: Option<OffsetDateTime>,
-    /// Request logging.
-    pub logging: Logging,
-    /// Personal keys: the owner's id.
-    pub user_id: Option<UserId>,
-    /// At most this many personal keys for the owner, counted in the
-    /// create's own transaction ([`StoreError::TooManyKeys`] beyond).
-    pub personal_cap: Option<u32>,
-}
-
-/// A user to be created, or the new values of an edited user.
-#[derive(Debug, Clone, Default)]
-pub struct UserChange {
-    /// Login name (selects the user on update).
-    pub name: String,
-    /// Name shown to people; unchanged on update when `None`.
-    pub display_name: Option<String>,
-    /// E-mail address; unchanged on update when `None`.
-    pub email: Option<String>,
-    /// Groups; unchanged on update when `None`.
-    pub groups: Option<Vec<String>>,
-    /// Argon2id PHC string; unchanged on update when `None`.
-    pub password_hash: Option<String>,
 }
 
 /// The storage interface shared by the SQLite and PostgreSQL back ends.
@@ -303,21 +175,6 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// The default SQLite URL for a data directory.
 pub fn sqlite_url_for(data_dir: &Path) -> String {
     format!("sqlite://{}/latchkey.db", data_dir.display())
-}
-
-/// The key under which a user name is unique and looked up (same rule on
-/// every back end): NFKC, lower-cased (with the full case folds of `ß` and
-/// final `ς`), NFKC again, so that names differing only by case or by
-/// compatibility forms (`Ａdmin`, `Admin`) are one name.
-pub(crate) fn name_key(name: &str) -> String {
-    use unicode_normalization::UnicodeNormalization;
-    let lower = name
-        .nfkc()
-        .collect::<String>()
-        .to_lowercase()
-        .replace('ß', "ss")
-        .replace('ς', "σ");
-    lower.nfkc().collect()
 }
 
 /// Encodes a list of wire enum values as stored: comma-separated.

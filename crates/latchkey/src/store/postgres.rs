@@ -12,11 +12,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool, Postgres};
 
 use super::{
-    encode_groups, is_unique_violation, join_values, migrate_error, name_key, name_key_clash,
-    newest_migration, stale_name_keys, unix_now, KeyId, KeyRow, NewKey, Store, StoreError,
-    StoredKey, User, UserChange, UserId, UserLogin, UserRow, KEY_COLUMNS, USER_COLUMNS,
+    encode_groups, is_unique_violation, join_values, migrate_error, name_key_clash,
+    newest_migration, stale_name_keys, unix_now, KeyRow, Store, StoreError, UserRow, KEY_COLUMNS,
+    USER_COLUMNS,
 };
-use crate::keys::KeyDigest;
+use crate::domain::{
+    name_key, KeyDigest, KeyId, NewKey, StoredKey, User, UserChange, UserId, UserLogin,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

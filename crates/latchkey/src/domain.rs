@@ -1,0 +1,253 @@
+//! Domain types shared by the policy (`keys`) and persistence (`store`):
+//! key and user ids, users and their name key, stored and new keys, user
+//! changes, key digests and their [`Digester`], and the principal a request
+//! acts as. It imports neither module.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use proget_api::{ApiKeyInfo, ApiKeyType, Logging, PackagePermission, SystemApi};
+use sha2::Sha256;
+use time::OffsetDateTime;
+
+/// The id of an API key (ProGet's ids are 32-bit; the first key gets 1000).
+pub type KeyId = i32;
+/// The id of a user.
+pub type UserId = i64;
+
+/// The group whose members are administrators.
+pub const ADMINISTRATORS: &str = "Administrators";
+
+/// A user as stored (without the password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Storage id.
+    pub id: UserId,
+    /// Login name as spelled when created.
+    pub name: String,
+    /// Name shown to people.
+    pub display_name: Option<String>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Group names.
+    pub groups: Vec<String>,
+}
+
+impl User {
+    /// Whether the user is a member of `Administrators` (case-insensitively).
+    pub fn is_admin(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| g.eq_ignore_ascii_case(ADMINISTRATORS))
+    }
+}
+
+/// A user together with their password hash, for logins.
+#[derive(Debug, Clone)]
+pub struct UserLogin {
+    /// The user.
+    pub user: User,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// An API key as stored: everything but the key text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Key id.
+    pub id: KeyId,
+    /// Kind of key.
+    pub key_type: ApiKeyType,
+    /// Name shown in lists.
+    pub display_name: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// System keys: allowed APIs.
+    pub system_apis: Vec<SystemApi>,
+    /// Feed keys: allowed package operations.
+    pub package_permissions: Vec<PackagePermission>,
+    /// Feed keys: the feed.
+    pub feed: Option<String>,
+    /// Feed keys: the feed group.
+    pub feed_group: Option<String>,
+    /// When the key stops working.
+    pub expiration: Option<OffsetDateTime>,
+    /// Request logging.
+    pub logging: Logging,
+    /// Personal keys: the user the key acts as.
+    pub user: Option<User>,
+}
+
+impl From<StoredKey> for ApiKeyInfo {
+    /// The wire form of a stored key (never with key text).
+    fn from(k: StoredKey) -> Self {
+        ApiKeyInfo {
+            id: Some(k.id),
+            key_type: Some(k.key_type),
+            key: None,
+            display_name: k.display_name,
+            description: k.description,
+            system_apis: (k.key_type == ApiKeyType::System).then_some(k.system_apis),
+            package_permissions: (k.key_type == ApiKeyType::Feed).then_some(k.package_permissions),
+            feed: k.feed,
+            feed_group: k.feed_group,
+            expiration: k.expiration.map(proget_api::Expiration),
+            logging: Some(k.logging),
+            user: k.user.map(|u| u.name),
+        }
+    }
+}
+
+/// HMAC-SHA-256 of a key under the installation secret: the only form in
+/// which keys are stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    /// The digest bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyDigest({}…)", hex::encode(&self.0[..4]))
+    }
+}
+
+/// Computes digests under the installation secret. The keyed HMAC state is
+/// prepared once and cloned per digest.
+#[derive(Clone)]
+pub struct Digester {
+    mac: Hmac<Sha256>,
+}
+
+impl Digester {
+    /// A digester for an installation secret.
+    pub fn new(secret: &[u8]) -> Self {
+        let mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length"); // ok: infallible for HMAC
+        Digester { mac }
+    }
+
+    /// The digest of a key text.
+    pub fn key(&self, key: &str) -> KeyDigest {
+        let mut mac = self.mac.clone();
+        mac.update(key.as_bytes());
+        KeyDigest(mac.finalize().into_bytes().into())
+    }
+
+    /// The digest of a login (user name and password), for the login cache.
+    /// The leading NUL keeps it apart from key digests (keys hold no NUL).
+    pub fn login(&self, name: &str, password: &str) -> KeyDigest {
+        let mut mac = self.mac.clone();
+        mac.update(b"\0login\0");
+        mac.update(name.to_lowercase().as_bytes());
+        mac.update(b"\0");
+        mac.update(password.as_bytes());
+        KeyDigest(mac.finalize().into_bytes().into())
+    }
+}
+
+/// Who is making a request, once their credential is verified.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// An API key (a personal key acts as its user).
+    Key(StoredKey),
+    /// A user, by login or pseudo-key.
+    User(User),
+}
+
+impl Principal {
+    /// The id of the calling key, if the caller is a key.
+    pub fn key_id(&self) -> Option<KeyId> {
+        match self {
+            Principal::Key(k) => Some(k.id),
+            Principal::User(_) => None,
+        }
+    }
+
+    /// The user the caller acts as: a login, a pseudo-key, or a personal key's owner.
+    pub fn user(&self) -> Option<&User> {
+        match self {
+            Principal::Key(k) if k.key_type == ApiKeyType::Personal => k.user.as_ref(),
+            Principal::Key(_) => None,
+            Principal::User(u) => Some(u),
+        }
+    }
+}
+
+/// A key to be created.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// Digest of the key text.
+    pub digest: KeyDigest,
+    /// Kind of key.
+    pub key_type: ApiKeyType,
+    /// Name shown in lists.
+    pub display_name: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// System keys: allowed APIs.
+    pub system_apis: Vec<SystemApi>,
+    /// Feed keys: allowed package operations.
+    pub package_permissions: Vec<PackagePermission>,
+    /// Feed keys: the feed.
+    pub feed: Option<String>,
+    /// Feed keys: the feed group.
+    pub feed_group: Option<String>,
+    /// When the key stops working.
+    pub expiration: Option<OffsetDateTime>,
+    /// Request logging.
+    pub logging: Logging,
+    /// Personal keys: the owner's id.
+    pub user_id: Option<UserId>,
+    /// At most this many personal keys for the owner, counted in the
+    /// create's own transaction ([`StoreError::TooManyKeys`](crate::store::StoreError::TooManyKeys) beyond).
+    pub personal_cap: Option<u32>,
+}
+
+/// A user to be created, or the new values of an edited user.
+#[derive(Debug, Clone, Default)]
+pub struct UserChange {
+    /// Login name (selects the user on update).
+    pub name: String,
+    /// Name shown to people; unchanged on update when `None`.
+    pub display_name: Option<String>,
+    /// E-mail address; unchanged on update when `None`.
+    pub email: Option<String>,
+    /// Groups; unchanged on update when `None`.
+    pub groups: Option<Vec<String>>,
+    /// Argon2id PHC string; unchanged on update when `None`.
+    pub password_hash: Option<String>,
+}
+
+/// The key under which a user name is unique and looked up (same rule on
+/// every back end): NFKC, lower-cased (with the full case folds of `ß` and
+/// final `ς`), NFKC again, so that names differing only by case or by
+/// compatibility forms (`Ａdmin`, `Admin`) are one name.
+pub(crate) fn name_key(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let lower = name
+        .nfkc()
+        .collect::<String>()
+        .to_lowercase()
+        .replace('ß', "ss")
+        .replace('ς', "σ");
+    lower.nfkc().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_depend_on_secret_and_keep_logins_apart() {
+        let a = Digester::new(b"secret-a");
+        let b = Digester::new(b"secret-b");
+        assert_eq!(a.key("k"), a.key("k"));
+        assert_ne!(a.key("k"), b.key("k"));
+        assert_eq!(a.login("Admin", "pw"), a.login("admin", "pw"));
+        assert_ne!(a.login("admin", "pw"), a.key("admin:pw"));
+    }
+}
