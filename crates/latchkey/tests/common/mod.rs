@@ -583,3 +583,25 @@ pub fn reset(stream: std::net::TcpStream) {
     assert_eq!(rc, 0, "setsockopt SO_LINGER");
     drop(stream);
 }
+
+/// The permission bits of a file.
+pub fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Sends raw bytes and returns everything the server answered.
+pub fn raw(s: &TestServer, request: &[u8]) -> String {
+    let mut stream = std::net::TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let _ = std::io::Write::write_all(&mut stream, request);
+    let mut buf = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}

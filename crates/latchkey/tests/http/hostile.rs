@@ -10,15 +10,7 @@ use crate::common::{client, full_control, post_json, Backend, TestServer};
 
 /// Sends raw bytes and returns the status line (empty if the server closed the connection).
 fn raw(s: &TestServer, request: &[u8]) -> String {
-    let addr = s.base.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let _ = stream.write_all(request);
-    let mut buf = Vec::new();
-    let _ = stream.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf)
+    crate::common::raw(s, request)
         .lines()
         .next()
         .unwrap_or_default()

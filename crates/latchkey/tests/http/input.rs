@@ -3,8 +3,6 @@
 //! that can be stored, user names that cannot impersonate, password length,
 //! the last administrator, and hyper's own errors in plain text.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use reqwest::blocking::Response;
@@ -12,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::common::{
-    client, full_control, latchkey_bin, personal, post_json, Backend, Options, TestServer,
+    client, full_control, latchkey_bin, personal, post_json, raw, Backend, Options, TestServer,
 };
 
 both_backends!(
@@ -518,18 +516,6 @@ fn the_last_administrator_cannot_be_deleted_or_demoted(backend: Backend) {
     assert_eq!(r.status(), 400, "root is now the last one");
     assert_eq!(delete_user(&s, root, "user=Admin").status(), 200);
     assert_eq!(s.list_keys(root).status(), 200);
-}
-
-/// Sends raw bytes and returns everything the server answered.
-fn raw(s: &TestServer, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let _ = stream.write_all(request);
-    let mut buf = Vec::new();
-    let _ = stream.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 #[test]

@@ -1,15 +1,14 @@
 //! Start-up and shutdown of `latchkey serve`: the listening line, generated
 //! admin password and secret, restarts, SIGTERM, and clear refusals.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::both_backends;
 use crate::common::{
-    client, full_control, latchkey_bin, post_json, wait_with_timeout, Backend, Options, TestServer,
-    ADMIN_PASSWORD,
+    client, file_mode as mode, full_control, latchkey_bin, post_json, wait_with_timeout, Backend,
+    Options, TestServer, ADMIN_PASSWORD,
 };
 
 both_backends!(
@@ -29,14 +28,6 @@ fn prints_the_listening_line_with_the_real_port() {
         .unwrap();
     assert_ne!(port, 0, "the real port, not the requested 0");
     assert_eq!(client().get(s.url("/health")).send().unwrap().status(), 200);
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
 }
 
 fn login_status(s: &TestServer, user: &str, password: &str) -> u16 {

@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::both_backends;
 use crate::common::{
-    client, full_control, latchkey_bin, wait_with_timeout, Backend, Options, TestDatabase,
-    TestServer, ADMIN_PASSWORD, TEST_SECRET,
+    client, file_mode as mode, full_control, latchkey_bin, wait_with_timeout, Backend, Options,
+    TestDatabase, TestServer, ADMIN_PASSWORD, TEST_SECRET,
 };
 
 both_backends!(
@@ -24,14 +24,6 @@ both_backends!(
 );
 
 const OTHER_SECRET: &str = "another-secret-that-was-never-used-0123456789";
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
 
 fn login_status(s: &TestServer, user: &str, password: &str) -> u16 {
     client()
