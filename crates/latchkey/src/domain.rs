@@ -1,9 +1,12 @@
-//! Domain types shared by the policy (`keys`) and persistence (`store`):
-//! key and user ids, users and their name key, stored and new keys, user
-//! changes, key digests and their [`Digester`], and the principal a request
-//! acts as. It imports neither module.
+//! Domain types shared by the policy (`keys`, `policy`) and persistence
+//! (`store`): key and user ids, users and their name key, stored and new
+//! keys, user changes, key digests and their [`Digester`], the principal a
+//! request acts as, and ProGet's security model (tasks, permissions, groups).
+//! It imports none of those modules.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::str::FromStr;
 
 use hmac::{Hmac, Mac};
 use proget_api::{ApiKeyInfo, ApiKeyType, Logging, PackagePermission, SystemApi};
@@ -15,8 +18,12 @@ pub type KeyId = i32;
 /// The id of a user.
 pub type UserId = i64;
 
-/// The group whose members are administrators.
+/// The group that exists from the first start and holds `Administer` globally.
 pub const ADMINISTRATORS: &str = "Administrators";
+/// The special user a request without a credential acts as.
+pub const ANONYMOUS: &str = "Anonymous";
+/// The id of a permission.
+pub type PermissionId = i64;
 
 /// A user as stored (without the password hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,15 +38,6 @@ pub struct User {
     pub email: Option<String>,
     /// Group names.
     pub groups: Vec<String>,
-}
-
-impl User {
-    /// Whether the user is a member of `Administrators` (case-insensitively).
-    pub fn is_admin(&self) -> bool {
-        self.groups
-            .iter()
-            .any(|g| g.eq_ignore_ascii_case(ADMINISTRATORS))
-    }
 }
 
 /// A user together with their password hash, for logins.
@@ -222,11 +220,241 @@ pub struct UserChange {
     pub password_hash: Option<String>,
 }
 
+/// A built-in task: a named bundle of feed permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Task {
+    /// Everything, including managing keys, users, groups and permissions.
+    Administer,
+    /// `view`.
+    ViewPackages,
+    /// `view`, `add`.
+    PublishPackages,
+    /// `view`, `promote`.
+    PromotePackages,
+    /// `view`, `delete`.
+    DeletePackages,
+    /// `view`, `add`, `promote`, `delete`.
+    ManageFeed,
+}
+
+impl Task {
+    /// Every task, in the order `tasks list` shows them.
+    pub const ALL: [Task; 6] = [
+        Task::Administer,
+        Task::ViewPackages,
+        Task::PublishPackages,
+        Task::PromotePackages,
+        Task::DeletePackages,
+        Task::ManageFeed,
+    ];
+
+    /// The task's name, as ProGet spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Administer => "Administer",
+            Task::ViewPackages => "View & Download Packages",
+            Task::PublishPackages => "Publish Packages",
+            Task::PromotePackages => "Promote Packages",
+            Task::DeletePackages => "Delete Packages",
+            Task::ManageFeed => "Manage Feed",
+        }
+    }
+
+    /// The feed permissions the task grants.
+    pub fn permissions(self) -> &'static [PackagePermission] {
+        use PackagePermission::{Add, Delete, Promote, View};
+        match self {
+            Task::Administer | Task::ManageFeed => &[View, Add, Promote, Delete],
+            Task::ViewPackages => &[View],
+            Task::PublishPackages => &[View, Add],
+            Task::PromotePackages => &[View, Promote],
+            Task::DeletePackages => &[View, Delete],
+        }
+    }
+
+    /// Whether the task grants this feed permission.
+    pub fn grants(self, permission: PackagePermission) -> bool {
+        self.permissions().contains(&permission)
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not a task's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown task \"{0}\"")]
+pub struct UnknownTask(pub String);
+
+impl FromStr for Task {
+    type Err = UnknownTask;
+
+    /// Reads a task name case-insensitively.
+    fn from_str(s: &str) -> Result<Self, UnknownTask> {
+        Task::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownTask(s.to_owned()))
+    }
+}
+
+/// Whom a permission applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// A user (or [`ANONYMOUS`]), by name.
+    User(String),
+    /// A group, by name.
+    Group(String),
+}
+
+/// Where a permission applies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Every feed, and the system itself.
+    Global,
+    /// One feed, by name.
+    Feed(String),
+    /// One feed group, by name.
+    FeedGroup(String),
+}
+
+/// A stored permission: grants or denies one task to one subject in one scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    /// Storage id.
+    pub id: PermissionId,
+    /// Whom it applies to.
+    pub subject: Subject,
+    /// The task granted or denied.
+    pub task: Task,
+    /// Where.
+    pub scope: Scope,
+    /// A deny instead of a grant.
+    pub deny: bool,
+}
+
+/// A permission to be added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPermission {
+    /// Whom it applies to.
+    pub subject: Subject,
+    /// The task granted or denied.
+    pub task: Task,
+    /// Where.
+    pub scope: Scope,
+    /// A deny instead of a grant.
+    pub deny: bool,
+}
+
+impl NewPermission {
+    /// The stored permission this becomes under an id.
+    pub fn with_id(self, id: PermissionId) -> Permission {
+        Permission {
+            id,
+            subject: self.subject,
+            task: self.task,
+            scope: self.scope,
+            deny: self.deny,
+        }
+    }
+}
+
+/// The permission every installation starts with: `allow Administer
+/// globally for group Administrators`.
+pub fn administrators_grant() -> NewPermission {
+    NewPermission {
+        subject: Subject::Group(ADMINISTRATORS.to_owned()),
+        task: Task::Administer,
+        scope: Scope::Global,
+        deny: false,
+    }
+}
+
+/// A group and its members' names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Group name (case-insensitive, spelling kept).
+    pub name: String,
+    /// Member user names.
+    pub members: Vec<String>,
+}
+
+/// Every permission of an installation, indexed by subject: the snapshot
+/// the policy evaluates against. Cheap to share (`Arc`), never mutated.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityModel {
+    permissions: Vec<Permission>,
+    by_user: HashMap<String, Vec<usize>>,
+    by_group: HashMap<String, Vec<usize>>,
+}
+
+impl SecurityModel {
+    /// A model of these permissions (kept in id order).
+    pub fn new(mut permissions: Vec<Permission>) -> Self {
+        permissions.sort_by_key(|p| p.id);
+        let mut by_user: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_group: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, p) in permissions.iter().enumerate() {
+            match &p.subject {
+                Subject::User(n) => by_user.entry(name_key(n)).or_default().push(i),
+                Subject::Group(n) => by_group.entry(name_key(n)).or_default().push(i),
+            }
+        }
+        SecurityModel {
+            permissions,
+            by_user,
+            by_group,
+        }
+    }
+
+    /// Every permission, ordered by id.
+    pub fn permissions(&self) -> &[Permission] {
+        &self.permissions
+    }
+
+    /// The permissions of a user by name, directly (not through groups).
+    pub fn of_user(&self, name: &str) -> impl Iterator<Item = &Permission> {
+        self.indexed(&self.by_user, name)
+    }
+
+    /// The permissions of a group by name.
+    pub fn of_group(&self, name: &str) -> impl Iterator<Item = &Permission> {
+        self.indexed(&self.by_group, name)
+    }
+
+    fn indexed<'a>(
+        &'a self,
+        index: &'a HashMap<String, Vec<usize>>,
+        name: &str,
+    ) -> impl Iterator<Item = &'a Permission> {
+        index
+            .get(&name_key(name))
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.permissions[i])
+    }
+}
+
+/// Whether two names (users, groups, feeds) are the same, case-insensitively.
+pub fn same_name(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        name_key(a) == name_key(b)
+    }
+}
+
 /// The key under which a user name is unique and looked up (same rule on
 /// every back end): NFKC, lower-cased (with the full case folds of `ß` and
 /// final `ς`), NFKC again, so that names differing only by case or by
 /// compatibility forms (`Ａdmin`, `Admin`) are one name.
 pub(crate) fn name_key(name: &str) -> String {
+    if name.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return name.to_ascii_lowercase();
+    }
     use unicode_normalization::UnicodeNormalization;
     let lower = name
         .nfkc()

@@ -6,7 +6,8 @@ use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;
 use time::OffsetDateTime;
 
-use crate::domain::{name_key, KeyId, Principal, StoredKey, UserId};
+use crate::domain::{name_key, KeyId, Principal, SecurityModel, StoredKey, UserId};
+use crate::policy::{allows, Need};
 
 /// The prefix of every generated key, so that secret scanners can find leaks.
 pub const KEY_PREFIX: &str = "lk_";
@@ -64,27 +65,24 @@ pub enum KeyAccess {
     None,
 }
 
-/// What a caller may do with API keys, per the permission table.
-pub fn key_access(principal: &Principal) -> KeyAccess {
-    if let Principal::Key(k) = principal {
-        match k.key_type {
-            ApiKeyType::System if k.system_apis.contains(&SystemApi::FullControl) => {
-                return KeyAccess::All
-            }
-            ApiKeyType::Personal => {}
-            _ => return KeyAccess::None,
-        }
+/// What a caller may do with API keys, per the permission table:
+/// everything for whoever holds `Administer` globally (full-control system
+/// keys, administrators), their own personal keys for other users.
+pub fn key_access(principal: &Principal, model: &SecurityModel) -> KeyAccess {
+    if allows(model, Some(principal), Need::Administer) {
+        return KeyAccess::All;
     }
-    match principal.user() {
-        Some(u) if u.is_admin() => KeyAccess::All,
-        Some(u) => KeyAccess::OwnPersonal(u.id),
-        None => KeyAccess::None,
+    match principal {
+        Principal::Key(k) if k.key_type != ApiKeyType::Personal => KeyAccess::None,
+        _ => principal
+            .user()
+            .map_or(KeyAccess::None, |u| KeyAccess::OwnPersonal(u.id)),
     }
 }
 
 /// Whether the caller may see (list) and delete `key`.
-pub fn may_manage(principal: &Principal, key: &StoredKey) -> bool {
-    match key_access(principal) {
+pub fn may_manage(principal: &Principal, model: &SecurityModel, key: &StoredKey) -> bool {
+    match key_access(principal, model) {
         KeyAccess::All => true,
         KeyAccess::OwnPersonal(uid) => {
             key.key_type == ApiKeyType::Personal && key.user.as_ref().is_some_and(|u| u.id == uid)
@@ -94,8 +92,13 @@ pub fn may_manage(principal: &Principal, key: &StoredKey) -> bool {
 }
 
 /// Whether the caller may create a key of this type for this user name.
-pub fn may_create(principal: &Principal, key_type: ApiKeyType, user: Option<&str>) -> bool {
-    match key_access(principal) {
+pub fn may_create(
+    principal: &Principal,
+    model: &SecurityModel,
+    key_type: ApiKeyType,
+    user: Option<&str>,
+) -> bool {
+    match key_access(principal, model) {
         KeyAccess::All => true,
         KeyAccess::OwnPersonal(_) => {
             let own = principal.user().map(|u| name_key(&u.name));
@@ -105,16 +108,16 @@ pub fn may_create(principal: &Principal, key_type: ApiKeyType, user: Option<&str
     }
 }
 
-/// Whether the caller may use the security (users) API.
-pub fn may_manage_users(principal: &Principal) -> bool {
-    key_access(principal) == KeyAccess::All
+/// Whether the caller may use the security API (users, groups, permissions).
+pub fn may_manage_users(principal: &Principal, model: &SecurityModel) -> bool {
+    key_access(principal, model) == KeyAccess::All
 }
 
 /// Whether the caller may choose a key's text: administrators and
 /// full-control system keys only (custom texts exist for migrating keys from
 /// another system; anyone else could use a collision as a guessing oracle).
-pub fn may_choose_key_text(principal: &Principal) -> bool {
-    key_access(principal) == KeyAccess::All
+pub fn may_choose_key_text(principal: &Principal, model: &SecurityModel) -> bool {
+    key_access(principal, model) == KeyAccess::All
 }
 
 /// Limits on callers' input that the operator configures.
@@ -411,6 +414,7 @@ mod tests {
 
     #[test]
     fn permission_table() {
+        let m = SecurityModel::new(vec![crate::domain::administrators_grant().with_id(1)]);
         let admin = user(1, true);
         let alice = user(2, false);
         let bob = user(3, false);
@@ -426,25 +430,25 @@ mod tests {
         let system = key(12, ApiKeyType::System, &[SystemApi::FullControl], None);
 
         for p in [&full, &admin_key, &Principal::User(admin)] {
-            assert_eq!(key_access(p), KeyAccess::All);
-            assert!(may_manage(p, &bobs) && may_manage(p, &system));
-            assert!(may_create(p, ApiKeyType::System, None));
-            assert!(may_manage_users(p));
+            assert_eq!(key_access(p, &m), KeyAccess::All);
+            assert!(may_manage(p, &m, &bobs) && may_manage(p, &m, &system));
+            assert!(may_create(p, &m, ApiKeyType::System, None));
+            assert!(may_manage_users(p, &m));
         }
         for p in [&limited, &feed] {
-            assert_eq!(key_access(p), KeyAccess::None);
-            assert!(!may_manage(p, &alices));
-            assert!(!may_create(p, ApiKeyType::Personal, Some("user2")));
-            assert!(!may_manage_users(p));
+            assert_eq!(key_access(p, &m), KeyAccess::None);
+            assert!(!may_manage(p, &m, &alices));
+            assert!(!may_create(p, &m, ApiKeyType::Personal, Some("user2")));
+            assert!(!may_manage_users(p, &m));
         }
         for p in [&alice_key, &alice_login] {
-            assert_eq!(key_access(p), KeyAccess::OwnPersonal(2));
-            assert!(may_manage(p, &alices));
-            assert!(!may_manage(p, &bobs) && !may_manage(p, &system));
-            assert!(may_create(p, ApiKeyType::Personal, Some("USER2")));
-            assert!(!may_create(p, ApiKeyType::Personal, Some("user3")));
-            assert!(!may_create(p, ApiKeyType::System, None));
-            assert!(!may_manage_users(p));
+            assert_eq!(key_access(p, &m), KeyAccess::OwnPersonal(2));
+            assert!(may_manage(p, &m, &alices));
+            assert!(!may_manage(p, &m, &bobs) && !may_manage(p, &m, &system));
+            assert!(may_create(p, &m, ApiKeyType::Personal, Some("USER2")));
+            assert!(!may_create(p, &m, ApiKeyType::Personal, Some("user3")));
+            assert!(!may_create(p, &m, ApiKeyType::System, None));
+            assert!(!may_manage_users(p, &m));
         }
     }
 

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod http;
 pub mod keys;
 pub mod logging;
+pub mod policy;
 pub mod secrets;
 pub mod server;
 pub mod store;

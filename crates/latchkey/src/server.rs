@@ -23,7 +23,10 @@ use tower::ServiceExt;
 
 use crate::auth::{hash_password, Authenticator};
 use crate::config::{ResetAdminArgs, ServeArgs};
-use crate::domain::{Digester, KeyId, UserChange, ADMINISTRATORS};
+use crate::domain::{
+    administrators_grant, same_name, Digester, KeyId, Scope, Subject, Task, UserChange,
+    ADMINISTRATORS,
+};
 use crate::http::limiter::LimiterConfig;
 use crate::http::{router, App, Limits};
 use crate::secrets::{fingerprint, same_fingerprint, write_private, Secrets, SECRET_FILE};
@@ -168,13 +171,42 @@ pub async fn reset_admin(args: ResetAdminArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Sets `Admin`'s password hash, re-adding it to `Administrators` or
-/// recreating it as needed; returns what was done.
+/// Sets `Admin`'s password hash and makes it an administrator again: back
+/// in `Administrators`, the grant `allow Administer globally for group
+/// Administrators` present, and no global deny of `Administer` on `Admin` or
+/// `Administrators`; recreates the user if needed. Returns what was done.
 async fn set_admin_password(store: &dyn Store, hash: String) -> anyhow::Result<String> {
+    let mut done = Vec::new();
+    let security = store.security().await?;
+    let admins_grant = administrators_grant();
+    if !security.permissions().iter().any(|p| {
+        p.subject == admins_grant.subject
+            && p.task == Task::Administer
+            && p.scope == Scope::Global
+            && !p.deny
+    }) {
+        store.add_permission(admins_grant).await?;
+        done.push(format!(
+            "restored the grant of Administer to {ADMINISTRATORS}"
+        ));
+    }
+    for p in security.permissions() {
+        let on_admin = match &p.subject {
+            Subject::User(n) => same_name(n, "Admin"),
+            Subject::Group(g) => same_name(g, ADMINISTRATORS),
+        };
+        if p.deny && p.task == Task::Administer && p.scope == Scope::Global && on_admin {
+            store.delete_permission(p.id).await?;
+            done.push(format!(
+                "deleted permission {} (a deny of Administer)",
+                p.id
+            ));
+        }
+    }
     match store.user_login("Admin").await? {
         Some(login) => {
-            let readd = !login.user.is_admin();
             let mut groups = login.user.groups.clone();
+            let readd = !groups.iter().any(|g| same_name(g, ADMINISTRATORS));
             if readd {
                 groups.push(ADMINISTRATORS.into());
             }
@@ -188,20 +220,20 @@ async fn set_admin_password(store: &dyn Store, hash: String) -> anyhow::Result<S
                 .update_user(change)
                 .await?
                 .context("user Admin vanished while being reset")?;
-            Ok(if readd {
-                format!(
-                    "set a new password for user {} and re-added it to {ADMINISTRATORS}",
-                    login.user.name
-                )
-            } else {
-                format!("set a new password for user {}", login.user.name)
-            })
+            done.insert(
+                0,
+                format!("set a new password for user {}", login.user.name),
+            );
+            if readd {
+                done.push(format!("re-added it to {ADMINISTRATORS}"));
+            }
         }
         None => {
             store.create_user(first_admin(hash)).await?;
-            Ok(format!("recreated user Admin in {ADMINISTRATORS}"))
+            done.insert(0, format!("recreated user Admin in {ADMINISTRATORS}"));
         }
     }
+    Ok(done.join("; "))
 }
 
 /// `latchkey rotate-secret`, refused while a server holds the data directory's database.

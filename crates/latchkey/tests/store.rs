@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use latchkey::domain::{self, Digester, KeyDigest, NewKey, UserChange, UserId};
+use latchkey::policy;
 use latchkey::store::{self, Store, StoreError};
 use proget_api::{ApiKeyType, Logging, PackagePermission, SystemApi};
 use time::OffsetDateTime;
@@ -710,7 +711,8 @@ async fn update_user_keeps_unset_fields(ctx: Ctx) {
         .await
         .unwrap()
         .unwrap();
-    assert!(updated.is_admin());
+    let model = ctx.store.security().await.unwrap();
+    assert!(policy::is_admin(&model, &updated));
     assert_eq!(updated.email.as_deref(), Some("erin@new.example"));
     let login = ctx.store.user_login("Erin").await.unwrap().unwrap();
     assert_eq!(login.password_hash, "$argon2id$new");
@@ -924,16 +926,9 @@ async fn the_last_administrator_who_can_log_in_is_never_removed(ctx: Ctx) {
     assert!(last_admin(
         ctx.store.update_user(demote("Ann")).await.map(|_| ())
     ));
-    assert!(
-        ctx.store
-            .user_login("Ann")
-            .await
-            .unwrap()
-            .unwrap()
-            .user
-            .is_admin(),
-        "nothing changed"
-    );
+    let ann = ctx.store.user_login("Ann").await.unwrap().unwrap().user;
+    let model = ctx.store.security().await.unwrap();
+    assert!(policy::is_admin(&model, &ann), "nothing changed");
 
     // An administrator without a password cannot log in: it does not count.
     ctx.store
@@ -959,7 +954,11 @@ async fn the_last_administrator_who_can_log_in_is_never_removed(ctx: Ctx) {
         .await
         .unwrap()
         .unwrap();
-    assert!(!other.is_admin(), "changes that leave Bob are fine");
+    let model = ctx.store.security().await.unwrap();
+    assert!(
+        !policy::is_admin(&model, &other),
+        "changes that leave Bob are fine"
+    );
 }
 
 /// Two administrators taking each other out of `Administrators` at the same
@@ -980,12 +979,13 @@ async fn concurrent_demotions_leave_an_administrator(ctx: Ctx) {
             .filter(|r| matches!(r, Err(StoreError::LastAdministrator)))
             .count();
         assert_eq!(refused, 1, "round {round}: {ra:?} {rb:?}");
+        let model = store.security().await.unwrap();
         let admins = store
             .list_users(None)
             .await
             .unwrap()
             .into_iter()
-            .filter(|u| u.is_admin())
+            .filter(|u| policy::is_admin(&model, u))
             .count();
         assert_eq!(admins, 1, "round {round}");
     }

@@ -29,6 +29,17 @@ pub mod paths {
     /// `POST`: edit a user (the body's `name` selects the user).
     pub const USERS_EDIT: &str = "/api/security/users/edit";
     /// `GET`: `OK` when the database answers.
+    pub const API_KEYS_VERIFY: &str = "/api/api-keys/verify";
+    pub const API_KEYS_SELF: &str = "/api/api-keys/self";
+    pub const PERMISSIONS_LIST: &str = "/api/security/permissions/list";
+    pub const PERMISSIONS_ADD: &str = "/api/security/permissions/add";
+    pub const PERMISSIONS_DELETE: &str = "/api/security/permissions/delete";
+    pub const GROUPS_LIST: &str = "/api/security/groups/list";
+    pub const GROUPS_ADD: &str = "/api/security/groups/add";
+    pub const GROUPS_EDIT: &str = "/api/security/groups/edit";
+    pub const GROUPS_DELETE: &str = "/api/security/groups/delete";
+    pub const TASKS_LIST: &str = "/api/security/tasks/list";
+    pub const AUTH_FORWARD: &str = "/api/auth/forward";
     pub const HEALTH: &str = "/health";
     /// `GET`: the [`HealthInfo`](crate::HealthInfo) object.
     pub const HEALTH_JSON: &str = "/health/json";
@@ -135,6 +146,113 @@ pub struct HealthInfo {
     /// Why the service is not OK.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_status_detail: Option<String>,
+}
+
+/// A permission: grants or denies one task to one user or group, globally or
+/// on one feed or feed group (`/api/security/permissions/…`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionInfo {
+    /// Assigned by the server; absent on add.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// The user it applies to (exactly one of `user` / `group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The group it applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The task's name, e.g. `Publish Packages`.
+    pub task: String,
+    /// Scoped to this feed (at most one of `feed` / `feedGroup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
+    /// Scoped to this feed group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_group: Option<String>,
+    /// A deny instead of a grant.
+    #[serde(default)]
+    pub deny: bool,
+}
+
+/// A group and its members (`/api/security/groups/…`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupInfo {
+    /// Group name (case-insensitive, spelling kept).
+    pub name: String,
+    /// Member user names; absent on add means none.
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// A built-in task and the feed permissions it grants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskInfo {
+    /// Task name.
+    pub name: String,
+    /// Feed permissions granted (`Administer` grants all, and more).
+    pub permissions: Vec<PackagePermission>,
+}
+
+/// The body of `POST /api/api-keys/verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyRequest {
+    /// The key (or `user:password`) to verify.
+    pub key: String,
+    /// Required feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
+    /// Required feed group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_group: Option<String>,
+    /// Required permission on the feed (default `view` when a feed is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission: Option<PackagePermission>,
+    /// Required system API (`feeds`, `sca`, `sbom-upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_api: Option<SystemApi>,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VerifyCode {
+    /// Valid and allowed.
+    Valid,
+    /// Unknown, deleted or wrong password (not told apart).
+    NotFound,
+    /// The key has expired.
+    Expired,
+    /// Valid, but lacks the permission.
+    Forbidden,
+}
+
+/// The answer of `POST /api/api-keys/verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyResponse {
+    /// Whether the key is valid and allowed.
+    pub valid: bool,
+    /// Why.
+    pub code: VerifyCode,
+    /// When valid: the key's id (absent for a pseudo-key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i32>,
+    /// When valid: the key's type.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<ApiKeyType>,
+    /// When valid: the user involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// When valid: the key's display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// When valid: the key's expiration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<Expiration>,
 }
 
 #[cfg(test)]

@@ -17,13 +17,13 @@ use crate::store::StoreError;
 
 /// Handles the `POST /api/api-keys/create` route.
 pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
-    if key_access(&caller.principal) == KeyAccess::None {
+    if key_access(&caller.principal, &caller.security) == KeyAccess::None {
         return Err(AppError::not_authorized(
             "caller has no API-key management access",
         ));
     }
     let info: ApiKeyInfo = caller.json()?;
-    if info.key.is_some() && !may_choose_key_text(&caller.principal) {
+    if info.key.is_some() && !may_choose_key_text(&caller.principal, &caller.security) {
         return Err(AppError::Forbidden {
             public: "key: only administrators and full-control system keys may choose a key's text",
             cause: "caller may not choose a key's text".into(),
@@ -36,12 +36,17 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
             .check_custom_key(text)
             .map_err(AppError::BadRequest)?;
     }
-    if !may_create(&caller.principal, valid.key_type, valid.user.as_deref()) {
+    if !may_create(
+        &caller.principal,
+        &caller.security,
+        valid.key_type,
+        valid.user.as_deref(),
+    ) {
         return Err(AppError::not_authorized("caller may not create this key"));
     }
     // Non-administrators hold a bounded number of personal keys, counted by
     // the store in the create's own transaction.
-    let personal_cap = match key_access(&caller.principal) {
+    let personal_cap = match key_access(&caller.principal, &caller.security) {
         KeyAccess::OwnPersonal(_) => {
             Some(u32::try_from(app.rules.max_personal_keys).unwrap_or(u32::MAX))
         }
@@ -100,7 +105,7 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
 
 /// Handles the `GET /api/api-keys/list` route.
 pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
-    let json = match key_access(&caller.principal) {
+    let json = match key_access(&caller.principal, &caller.security) {
         KeyAccess::All => return list_all(app).await,
         // Serialised once and kept by the cache (SQLite): sent as it is.
         KeyAccess::OwnPersonal(user) => app.store.list_keys_json(user).await?,
@@ -185,13 +190,13 @@ pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Respo
     let id = parse_id(caller.query.as_deref()).map_err(|e| AppError::BadRequest(e.to_string()))?;
     let not_found = || AppError::NotFound(format!("API key {id} was not found"));
     if caller.principal.key_id() != Some(id) {
-        if key_access(&caller.principal) == KeyAccess::None {
+        if key_access(&caller.principal, &caller.security) == KeyAccess::None {
             return Err(AppError::not_authorized(
                 "caller has no API-key management access",
             ));
         }
         let key = app.store.key_by_id(id).await?.ok_or_else(not_found)?;
-        if !may_manage(&caller.principal, &key) {
+        if !may_manage(&caller.principal, &caller.security, &key) {
             return Err(AppError::not_authorized(format!(
                 "caller may not delete key {id}"
             )));

@@ -28,7 +28,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use error::{AppError, ErrorCause};
 
 use crate::auth::{extract_credential, Authenticator};
-use crate::domain::Principal;
+use crate::domain::{Principal, SecurityModel};
 use crate::store::Store;
 
 /// Largest request body accepted; larger is `413`.
@@ -312,6 +312,8 @@ pub struct Caller {
     pub body: Bytes,
     /// The client's address (`None` in-process), for the limiter.
     pub peer: Option<std::net::IpAddr>,
+    /// The permissions in force for this request.
+    pub security: Arc<SecurityModel>,
 }
 
 impl Caller {
@@ -385,7 +387,13 @@ impl FromRequest<AppState> for Caller {
             };
             let _ = note.0.set(label);
         }
+        let security = app
+            .store
+            .security()
+            .await
+            .map_err(|e| AppError::from(e).into_response())?;
         Ok(Caller {
+            security,
             principal,
             query: query.map(str::to_owned),
             body,

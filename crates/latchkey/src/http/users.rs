@@ -103,7 +103,7 @@ fn last_admin(e: StoreError) -> AppError {
 }
 
 fn require_user_admin(caller: &Caller) -> Result<(), AppError> {
-    if may_manage_users(&caller.principal) {
+    if may_manage_users(&caller.principal, &caller.security) {
         Ok(())
     } else {
         Err(AppError::not_authorized("caller may not manage users"))

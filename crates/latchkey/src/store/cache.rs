@@ -391,7 +391,7 @@ mod tests {
             "h1"
         );
         let cached = cache.key_by_digest(&digest).await.unwrap().unwrap();
-        assert!(!cached.user.unwrap().is_admin());
+        assert!(cached.user.unwrap().groups.is_empty());
 
         cache
             .update_user(UserChange {
@@ -413,7 +413,7 @@ mod tests {
         );
         let cached = cache.key_by_digest(&digest).await.unwrap().unwrap();
         assert!(
-            cached.user.unwrap().is_admin(),
+            cached.user.unwrap().groups == ["Administrators"],
             "group changes reach cached keys"
         );
 

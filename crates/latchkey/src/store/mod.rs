@@ -21,7 +21,8 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    name_key, KeyDigest, KeyId, NewKey, StoredKey, User, UserChange, UserId, UserLogin,
+    name_key, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission, PermissionId,
+    SecurityModel, StoredKey, User, UserChange, UserId, UserLogin,
 };
 
 /// A failure of the storage layer.
@@ -39,6 +40,18 @@ pub enum StoreError {
     /// The change would leave no administrator who can log in.
     #[error("the change would leave no administrator who can log in")]
     LastAdministrator,
+    /// Another group already has this name (case-insensitively).
+    #[error("a group with the same name already exists")]
+    DuplicateGroup,
+    /// A permission or group names a user that does not exist.
+    #[error("unknown user \"{0}\"")]
+    UnknownUser(String),
+    /// A permission names a group that does not exist.
+    #[error("unknown group \"{0}\"")]
+    UnknownGroup(String),
+    /// `Administrators` cannot be deleted.
+    #[error("the group Administrators cannot be deleted")]
+    ProtectedGroup,
     /// The database was written by a newer version of latchkey.
     #[error("the database schema (version {found}) is newer than this latchkey understands (version {supported}); run a newer latchkey")]
     SchemaTooNew {
@@ -145,6 +158,53 @@ pub trait Store: Send + Sync + 'static {
     async fn has_users(&self) -> Result<bool, StoreError>;
     /// Creates `user` only if there are no users at all; `true` if created.
     async fn create_first_user(&self, user: UserChange) -> Result<bool, StoreError>;
+
+    /// Every permission, as the snapshot the policy evaluates (the hot path
+    /// on every authenticated request: the cache keeps it in memory).
+    async fn security(&self) -> Result<Arc<SecurityModel>, StoreError> {
+        Ok(Arc::new(SecurityModel::new(vec![
+            crate::domain::administrators_grant().with_id(1),
+        ])))
+    }
+    /// Adds a permission. [`StoreError::UnknownUser`] / [`StoreError::UnknownGroup`]
+    /// when its subject does not exist (`Anonymous` always does);
+    /// [`StoreError::LastAdministrator`] (and nothing added) when a deny
+    /// would leave no administrator who can log in.
+    async fn add_permission(&self, permission: NewPermission) -> Result<Permission, StoreError> {
+        let _ = permission;
+        Err(StoreError::Other(anyhow::anyhow!("not implemented yet")))
+    }
+    /// Deletes a permission; `false` when no permission had this id;
+    /// [`StoreError::LastAdministrator`] (and nothing deleted) when no
+    /// administrator who can log in would remain.
+    async fn delete_permission(&self, id: PermissionId) -> Result<bool, StoreError> {
+        let _ = id;
+        Err(StoreError::Other(anyhow::anyhow!("not implemented yet")))
+    }
+    /// Every group with its members, ordered by name.
+    async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
+        Err(StoreError::Other(anyhow::anyhow!("not implemented yet")))
+    }
+    /// Creates a group; [`StoreError::DuplicateGroup`] when the name exists,
+    /// [`StoreError::UnknownUser`] when a member does not.
+    async fn create_group(&self, group: Group) -> Result<Group, StoreError> {
+        let _ = group;
+        Err(StoreError::Other(anyhow::anyhow!("not implemented yet")))
+    }
+    /// Replaces a group's members; `None` when no group has this name;
+    /// [`StoreError::UnknownUser`] or [`StoreError::LastAdministrator`] (and
+    /// nothing changed) as for the other writes.
+    async fn edit_group(&self, group: Group) -> Result<Option<Group>, StoreError> {
+        let _ = group;
+        Err(StoreError::Other(anyhow::anyhow!("not implemented yet")))
+    }
+    /// Deletes a group, its memberships and its permissions in one
+    /// transaction; `false` when no group had this name;
+    /// [`StoreError::ProtectedGroup`] for `Administrators`.
+    async fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
+        let _ = name;
+        Err(StoreError::Other(anyhow::anyhow!("not implemented yet")))
+    }
 
     /// The value of an installation setting, e.g. the secret's fingerprint.
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError>;
