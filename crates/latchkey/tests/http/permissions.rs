@@ -211,17 +211,21 @@ fn add_refuses_unknown_users_and_groups(backend: Backend) {
         assert!(text.starts_with(property), "{body}: {text}");
     }
     assert_eq!(permissions(&s).len(), 1, "nothing was added");
-    // Names match case-insensitively; Anonymous always exists.
+    // Names match case-insensitively, Anonymous always exists, and both are
+    // stored with the subject's own spelling.
     s.add_user("jsmith", "jsmith-password", &[]);
-    add_permission(&s, &json!({"user": "JSMITH", "task": "Publish Packages"}));
-    add_permission(
+    let stored = add_permission(&s, &json!({"user": "JSMITH", "task": "Publish Packages"}));
+    assert_eq!(stored["user"], "jsmith");
+    let stored = add_permission(
         &s,
         &json!({"group": "administrators", "task": "Manage Feed"}),
     );
-    add_permission(
+    assert_eq!(stored["group"], "Administrators");
+    let stored = add_permission(
         &s,
-        &json!({"user": "Anonymous", "task": "View & Download Packages"}),
+        &json!({"user": "anonymous", "task": "View & Download Packages"}),
     );
+    assert_eq!(stored["user"], "Anonymous");
     assert_eq!(permissions(&s).len(), 4);
 }
 
