@@ -478,3 +478,45 @@ fn wrong_methods_and_oversized_bodies_are_refused(backend: Backend) {
     assert_eq!(r.status(), 413);
     assert_eq!(permissions(&s).len(), 1);
 }
+
+#[test]
+#[ignore = "needs PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and pass --run-ignored all"]
+fn permission_and_group_changes_apply_on_every_node_at_once() {
+    crate::common::postgres_url("permission_and_group_changes_apply_on_every_node_at_once");
+    let a = TestServer::start(Backend::Postgres);
+    let b = a.another_node();
+    a.add_user("erin", "erin-password", &[]);
+    let erin = "erin:erin-password";
+    let (_, full) = a.create_key(full_control());
+    let users = "/api/security/users/list";
+    for round in 0..10 {
+        assert_eq!(get(&b, erin, users).status(), 403, "round {round}");
+        let grant = add_permission(&a, &json!({"user": "erin", "task": "Administer"}));
+        assert_eq!(get(&b, erin, users).status(), 200, "round {round}: granted");
+        let r = delete(&b, &full, &format!("?id={}", id_of(&grant)));
+        assert_eq!(r.status(), 200);
+        assert_eq!(get(&a, erin, users).status(), 403, "round {round}: revoked");
+
+        let r = post(
+            &b,
+            &full,
+            "/api/security/groups/add",
+            &json!({"name": "Ops", "members": ["erin"]}),
+        );
+        assert_eq!(r.status(), 200);
+        add_permission(&b, &json!({"group": "Ops", "task": "Administer"}));
+        assert_eq!(get(&a, erin, users).status(), 200, "round {round}: via Ops");
+        let r = client()
+            .post(a.url("/api/security/groups/delete?group=Ops"))
+            .header("X-ApiKey", &full)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            get(&b, erin, users).status(),
+            403,
+            "round {round}: Ops deleted"
+        );
+        assert_eq!(permissions(&b).len(), 1, "round {round}");
+    }
+}
