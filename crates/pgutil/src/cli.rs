@@ -10,7 +10,7 @@ use proget_api::{parse_date, Expiration, Logging, PackagePermission, SystemApi};
 #[command(
     name = "pgutil",
     version,
-    about = "Manages API keys, users and sources of a ProGet-compatible server",
+    about = "Manages API keys, users, groups, permissions and sources of a ProGet-compatible server",
     arg_required_else_help = true,
     after_help = "Examples:
   $ pgutil sources add --name=Default --url=https://proget.corp.local/ --api-key=abc12345
