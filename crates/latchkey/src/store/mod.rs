@@ -146,14 +146,17 @@ pub trait Store: Send + Sync + 'static {
     /// e-mail contains `search` (case-insensitively).
     async fn list_users(&self, search: Option<&str>) -> Result<Vec<User>, StoreError>;
     /// Creates a user; [`StoreError::DuplicateUser`] when the name exists.
+    /// Its groups take the spelling of existing groups (case-insensitively),
+    /// unknown ones are created, duplicates dropped (as on update).
     async fn create_user(&self, user: UserChange) -> Result<User, StoreError>;
     /// Updates a user; `None` when no user has this name;
     /// [`StoreError::LastAdministrator`] (and nothing changed) when the
     /// change would leave no administrator who can log in.
     async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError>;
-    /// Deletes a user and their personal keys in one transaction; `false`
-    /// when no user had this name; [`StoreError::LastAdministrator`] (and
-    /// nothing deleted) when no administrator who can log in would remain.
+    /// Deletes a user, their personal keys and their permissions in one
+    /// transaction; `false` when no user had this name;
+    /// [`StoreError::LastAdministrator`] (and nothing deleted) when no
+    /// administrator who can log in would remain.
     async fn delete_user(&self, name: &str) -> Result<bool, StoreError>;
     /// Whether any user exists (an empty database gets the first `Admin`).
     async fn has_users(&self) -> Result<bool, StoreError>;

@@ -31,8 +31,9 @@ const MAX_CONNECTIONS: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Advisory lock that serialises first-user creation across nodes.
 const FIRST_USER_LOCK: i64 = 0x6c61_7463_686b_0001;
-/// Advisory lock serialising user edits and deletions across nodes, so that
-/// two concurrent demotions cannot both see the other administrator remain.
+/// Advisory lock serialising writes to users, groups and permissions across
+/// nodes, so that two concurrent demotions cannot both see the other
+/// administrator remain.
 const USER_WRITE_LOCK: i64 = 0x6c61_7463_686b_0002;
 
 /// PostgreSQL storage.
@@ -611,9 +612,13 @@ impl Store for PostgresStore {
     }
 
     async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let groups = group_names(&mut conn).await?;
-        let users = memberships(&mut conn)
+        // One snapshot: the groups and the memberships agree.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
+        let groups = group_names(&mut tx).await?;
+        let users = memberships(&mut tx)
             .await?
             .into_iter()
             .map(|(_, n, g)| (n, g))

@@ -670,9 +670,10 @@ impl Store for SqliteStore {
     }
 
     async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
-        let mut conn = self.readers.acquire().await?;
-        let groups = group_names(&mut conn).await?;
-        let users = memberships(&mut conn)
+        // One snapshot: the groups and the memberships agree.
+        let mut tx = self.readers.begin().await?;
+        let groups = group_names(&mut tx).await?;
+        let users = memberships(&mut tx)
             .await?
             .into_iter()
             .map(|(_, n, g)| (n, g))
