@@ -233,7 +233,7 @@ Credentials are obfuscated in the config file, not encrypted: protect the file."
 
 --json prints an array of {name, url, defaultFeed, username, credential}:
 credential is \"apiKey\", \"user\" or null; no secret is ever printed.")]
-    List(JsonOption),
+    List(SourcesListArgs),
     /// Removes a source from the config file.
     #[command(after_help = "Examples:
   $ pgutil sources remove --name=main")]
@@ -270,6 +270,14 @@ pub struct SourcesAddArgs {
     /// Store the API key or password in plain text instead of obfuscated.
     #[arg(long)]
     pub plain_text: bool,
+}
+
+/// Options of `sources list`.
+#[derive(Debug, Args)]
+pub struct SourcesListArgs {
+    /// Print the sources as a JSON array (never their secrets) instead of text; for scripts and jq.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `sources remove`.

@@ -1,8 +1,15 @@
 //! The one way a command lists what a server holds: as text, or with
 //! `--json` as the server's own JSON array.
 //!
-//! A listing command flattens [`JsonOption`] (or takes [`crate::cli::ListArgs`])
-//! and calls [`show`]; that is all `--json` needs.
+//! A listing command flattens [`JsonOption`] into its options (or takes
+//! [`crate::cli::ListArgs`]) and calls [`show`]; that is all `--json` needs:
+//!
+//! ```text
+//! #[command(flatten)]
+//! pub output: JsonOption,
+//! …
+//! listing::show::<Entry>(&client, PATH, &query, args.output, "listing access logs", entry_list)
+//! ```
 
 use serde::de::DeserializeOwned;
 

@@ -30,9 +30,9 @@ pub fn run(command: SourcesCommand) -> Result<(), Error> {
                 if replaced { "Replaced" } else { "Added" }
             ))
         }
-        SourcesCommand::List(output) => {
+        SourcesCommand::List(args) => {
             let sources = Config::load(&path)?.sources;
-            print(&if output.json {
+            print(&if args.json {
                 source_list_json(&sources)?
             } else {
                 source_list(&sources)

@@ -455,3 +455,27 @@ fn sources_list_json_shows_every_source_without_secrets() {
         "{stdout}"
     );
 }
+
+#[test]
+fn every_listing_command_offers_json_in_its_help() {
+    let config = Config::new();
+    for args in LISTINGS
+        .iter()
+        .map(|(args, _)| *args)
+        .chain([&["sources", "list"][..]])
+    {
+        let output = config
+            .pgutil()
+            .args(args)
+            .arg("--help")
+            .output()
+            .expect("run");
+        assert!(output.status.success(), "{args:?}");
+        let help = stdout_of(&output);
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with("--json ") && l.contains("JSON")),
+            "{args:?}: {help}"
+        );
+    }
+}
