@@ -241,7 +241,7 @@ struct FakeServer {
 }
 
 impl FakeServer {
-    fn start(status: &'static str, body: &'static str) -> FakeServer {
+    fn start(status: &'static str, body: &'static [u8]) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}/", listener.local_addr().expect("addr"));
         let (tx, requests) = mpsc::channel();
@@ -258,9 +258,10 @@ impl FakeServer {
                 let _ = tx.send(request_line.trim_end().to_owned());
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 );
+                let _ = stream.write_all(body);
             }
         });
         FakeServer { url, requests }
@@ -286,7 +287,7 @@ const FOREIGN_BODY: &str = "[ {\"id\":1000, \"type\":\"personal\",\"user\":\"Adm
 
 #[test]
 fn properties_pgutil_does_not_know_are_kept_byte_for_byte() {
-    let fake = FakeServer::start("200 OK", FOREIGN_BODY);
+    let fake = FakeServer::start("200 OK", FOREIGN_BODY.as_bytes());
     for (args, path) in LISTINGS {
         let output = fake.run(&[args, &["--json"]].concat());
         assert!(output.status.success(), "{args:?}: {output:?}");
@@ -307,7 +308,7 @@ fn properties_pgutil_does_not_know_are_kept_byte_for_byte() {
 fn text_listing_ignores_properties_it_does_not_know() {
     let fake = FakeServer::start(
         "200 OK",
-        "[{\"id\":1000,\"type\":\"personal\",\"logging\":\"none\",\"user\":\"Admin\",\"lastUsed\":\"2026-11-30T08:15:00Z\",\"created\":{\"by\":\"x\"}}]",
+        b"[{\"id\":1000,\"type\":\"personal\",\"logging\":\"none\",\"user\":\"Admin\",\"lastUsed\":\"2026-11-30T08:15:00Z\",\"created\":{\"by\":\"x\"}}]",
     );
     let output = fake.run(&["apikeys", "list"]);
     assert!(output.status.success(), "{output:?}");
@@ -320,14 +321,14 @@ fn text_listing_ignores_properties_it_does_not_know() {
 #[test]
 fn json_that_is_not_one_array_is_an_error_not_output() {
     for body in [
-        "{\"items\":[]}",
-        "<html>proxy login</html>",
-        "[1, 2",
-        "[] []",
-        "",
-        "[\"\u{1b}[2J\"]",
+        &b"{\"items\":[]}"[..],
+        b"<html>proxy login</html>",
+        b"[1, 2",
+        b"[] []",
+        b"",
+        b"[\"\x1b[2J\"]",
+        b"[\"caf\xe9\"]",
     ] {
-        let body: &'static str = Box::leak(body.to_owned().into_boxed_str());
         let fake = FakeServer::start("200 OK", body);
         let output = fake.run(&["security", "groups", "list", "--json"]);
         assert_eq!(output.status.code(), Some(1), "{body:?}: {output:?}");
@@ -343,7 +344,7 @@ fn json_that_is_not_one_array_is_an_error_not_output() {
 
 #[test]
 fn json_listing_with_a_server_error_says_so_and_prints_nothing() {
-    let fake = FakeServer::start("500 Internal Server Error", "[\"database is down\"]");
+    let fake = FakeServer::start("500 Internal Server Error", b"[\"database is down\"]");
     let output = fake.run(&["apikeys", "list", "--json"]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert_eq!(stdout_of(&output), "");
