@@ -101,6 +101,11 @@ fn parse_request(body: &[u8]) -> Result<VerifyRequest, AppError> {
     if request.key.is_empty() {
         return Err(AppError::BadRequest("key: must not be empty".into()));
     }
+    for (name, value) in [("feed", &request.feed), ("feedGroup", &request.feed_group)] {
+        if value.as_deref().is_some_and(str::is_empty) {
+            return Err(AppError::BadRequest(format!("{name}: must not be empty")));
+        }
+    }
     Ok(request)
 }
 

@@ -181,6 +181,11 @@ fn malformed_bodies_are_400(backend: Backend) {
     bad(r#"{"key": 5}"#, "key");
     bad(r#"{"key": ""}"#, "key");
     bad(&format!(r#"{{"key": "{key}"}} trailing"#), "invalid JSON");
+    bad(&format!(r#"{{"key": "{key}", "feed": ""}}"#), "feed");
+    bad(
+        &format!(r#"{{"key": "{key}", "feedGroup": ""}}"#),
+        "feedGroup",
+    );
     bad(
         &format!(r#"{{"key": "{key}", "permission": "write"}}"#),
         "permission",
