@@ -25,6 +25,7 @@ both_backends!(
     names_are_percent_encoded_in_headers,
     changes_apply_to_the_very_next_request,
     failed_forward_auths_count_for_the_limiter,
+    disabled_pseudo_keys_are_invalid_but_logins_still_work,
 );
 
 const FORWARD: &str = "/api/auth/forward";
@@ -343,6 +344,14 @@ fn every_forwarded_channel_carries_the_credential(backend: Backend) {
     assert_eq!(
         forward(&s, "feed=f", &[("X-Original-URI", &uri)]).status(),
         200
+    );
+    let log = s.log();
+    assert!(!log.contains(&key), "no key in the log");
+    assert!(!log.contains(ADMIN_PASSWORD), "no password in the log");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(FORWARD) && l.contains(&format!("key {id}"))),
+        "the request log names the caller:\n{log}"
     );
 }
 
@@ -1277,4 +1286,36 @@ fn a_change_on_one_node_applies_to_the_next_forward_auth_on_another() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(status(&b, "", &alice.key), 401, "user deleted");
+}
+
+fn disabled_pseudo_keys_are_invalid_but_logins_still_work(backend: Backend) {
+    let s = TestServer::start_with(
+        backend,
+        Options {
+            args: vec!["--pseudo-keys".into(), "false".into()],
+            ..Default::default()
+        },
+    );
+    let pseudo = s.admin();
+    let bearer = format!("Bearer {pseudo}");
+    for headers in [
+        [("X-ApiKey", pseudo.as_str())],
+        [("Authorization", bearer.as_str())],
+    ] {
+        let r = forward(&s, "feed=f", &headers);
+        assert_eq!(r.status(), 401, "{headers:?}");
+        assert!(r.headers().contains_key("www-authenticate"));
+    }
+    let login = basic(&format!("Admin:{ADMIN_PASSWORD}"));
+    assert_eq!(
+        forward(&s, "feed=f", &[("Authorization", &login)]).status(),
+        200
+    );
+    let r = post_json(&s.url("/api/api-keys/verify"), &json!({"key": pseudo}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().unwrap(),
+        json!({"valid": false, "code": "NOT_FOUND"})
+    );
 }
