@@ -74,6 +74,20 @@ pub struct StoredKey {
     pub logging: Logging,
     /// Personal keys: the user the key acts as.
     pub user: Option<User>,
+    /// When the key was created and last used.
+    pub usage: KeyUsage,
+}
+
+/// When a key was created and when and from where it was last used
+/// (recorded by [`crate::usage`], to within a minute).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyUsage {
+    /// When the key was created.
+    pub created: Option<OffsetDateTime>,
+    /// When the key last authenticated successfully; `None` if never.
+    pub last_used: Option<OffsetDateTime>,
+    /// The client address of that use.
+    pub last_used_from: Option<String>,
 }
 
 impl From<StoredKey> for ApiKeyInfo {
@@ -92,6 +106,9 @@ impl From<StoredKey> for ApiKeyInfo {
             expiration: k.expiration.map(proget_api::Expiration),
             logging: Some(k.logging),
             user: k.user.map(|u| u.name),
+            last_used: k.usage.last_used.map(proget_api::Expiration),
+            last_used_from: k.usage.last_used_from,
+            created: k.usage.created.map(proget_api::Expiration),
         }
     }
 }
@@ -148,6 +165,9 @@ impl Digester {
 }
 
 /// Who is making a request, once their credential is verified.
+// One per request, built once and borrowed: boxing the key would only add
+// an allocation to every key-authenticated request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Principal {
     /// An API key (a personal key acts as its user).

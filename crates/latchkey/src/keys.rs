@@ -390,6 +390,7 @@ mod tests {
             expiration: None,
             logging: Logging::None,
             user: owner,
+            usage: Default::default(),
         }
     }
 

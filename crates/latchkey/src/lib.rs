@@ -2,8 +2,9 @@
 //!
 //! `config` reads the command line, `server` starts and stops, `http` routes
 //! requests to thin handlers, `auth` turns a credential into a principal,
-//! `keys` holds generation, validation and policy, `store` persists, and
-//! both use the types of `domain`.
+//! `keys` holds generation, validation and policy, `store` persists,
+//! `usage` records last use and access logs off the request path, and
+//! all use the types of `domain`.
 
 pub mod auth;
 pub mod config;
@@ -15,3 +16,4 @@ pub mod policy;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod usage;

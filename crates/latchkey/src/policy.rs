@@ -162,6 +162,7 @@ mod tests {
             expiration: None,
             logging: Logging::None,
             user: None,
+            usage: Default::default(),
         }
     }
 

@@ -81,6 +81,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         body_timeout: Duration::from_secs(args.body_timeout),
         limiter: LimiterConfig::build(args.auth_failure_limit, args.auth_block_seconds),
         trusted_proxies: TrustedProxies::new(args.trusted_proxies.clone()),
+        usage: crate::usage::Usage::start(
+            store.clone(),
+            crate::usage::Retention {
+                days: args.access_log_days,
+                max_per_key: args.access_log_max_per_key,
+            },
+        ),
     });
     // Installed before the listening line, so that no signal finds the default action.
     let signals = Signals::install()?;

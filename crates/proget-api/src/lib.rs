@@ -20,6 +20,8 @@ pub mod paths {
     pub const API_KEYS_LIST: &str = "/api/api-keys/list";
     /// `POST ?id=N`: delete a key.
     pub const API_KEYS_DELETE: &str = "/api/api-keys/delete";
+    /// `GET ?id=N[&before=ENTRY_ID][&limit=N]`: a key's access log, newest first.
+    pub const API_KEYS_LOGS: &str = "/api/api-keys/logs";
     /// `POST`: add a user.
     pub const USERS_ADD: &str = "/api/security/users/add";
     /// `GET [?search-term=…]`: list users.
@@ -85,6 +87,52 @@ pub struct ApiKeyInfo {
     /// Personal keys only: the user the key acts as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// When the key last authenticated (to within a minute); absent if never.
+    /// Ignored on create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<Expiration>,
+    /// The client address of that last use. Ignored on create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_from: Option<String>,
+    /// When the key was created. Ignored on create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<Expiration>,
+}
+
+/// One entry of a key's access log (`GET /api/api-keys/logs`), newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLogEntry {
+    /// The entry's id: pass it as `before` for the next page.
+    pub entry_id: i64,
+    /// When the request arrived (RFC 3339, milliseconds).
+    pub time: String,
+    /// The request method (for a forward-auth check, the original one).
+    pub method: String,
+    /// The path and query, secrets removed (for a check, the original URI).
+    pub path: String,
+    /// The response status.
+    pub status: u16,
+    /// How long the answer took, in milliseconds.
+    pub duration_ms: u64,
+    /// The client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The `User-Agent` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Forward-auth and verification checks: `allowed`, `forbidden`, … .
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    /// The request body, secrets redacted (`logging` `request` or `both`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<String>,
+    /// The response body, secrets redacted (`logging` `response` or `both`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
+    /// `true` when a body was cut at 64 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
 }
 
 /// A user as listed and returned by the security API (never with a password).

@@ -105,6 +105,9 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
 
 /// Handles the `GET /api/api-keys/list` route.
 pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+    if let Some(text) = super::query_param(caller.query.as_deref(), "unusedFor") {
+        return list_unused(app, &caller, &text).await;
+    }
     let json = match key_access(&caller.principal, &caller.security) {
         KeyAccess::All => return list_all(app).await,
         // Serialised once and kept by the cache (SQLite): sent as it is.
@@ -116,6 +119,58 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
         }
     };
     Ok(json_response(json))
+}
+
+/// Reads `unusedFor`: a whole number of days, hours or minutes (`90d`, `12h`, `30m`).
+fn parse_unused_for(text: &str) -> Result<time::Duration, String> {
+    let bad = || format!("unusedFor: \"{text}\" is not a duration such as 90d, 12h or 30m");
+    let unit = text.chars().last().ok_or_else(bad)?;
+    let number = &text[..text.len() - unit.len_utf8()];
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: i64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        'd' => n.checked_mul(86_400),
+        'h' => n.checked_mul(3_600),
+        'm' => n.checked_mul(60),
+        _ => None,
+    }
+    .filter(|s| *s <= 100 * 365 * 86_400)
+    .ok_or_else(bad)?;
+    Ok(time::Duration::seconds(seconds))
+}
+
+/// The keys the caller may list that were not used for `unused_for`
+/// (never-used keys count from their creation).
+async fn list_unused(
+    app: AppState,
+    caller: &Caller,
+    unused_for: &str,
+) -> Result<Response, AppError> {
+    let owner = match key_access(&caller.principal, &caller.security) {
+        KeyAccess::All => None,
+        KeyAccess::OwnPersonal(user) => Some(user),
+        KeyAccess::None => {
+            return Err(AppError::not_authorized(
+                "caller has no API-key management access",
+            ))
+        }
+    };
+    let unused_for = parse_unused_for(unused_for).map_err(AppError::BadRequest)?;
+    let keys = app.store.list_keys(owner).await?;
+    let threshold = OffsetDateTime::now_utc() - unused_for;
+    let unused: Vec<ApiKeyInfo> = keys
+        .into_iter()
+        .filter(|k| {
+            k.usage
+                .last_used
+                .or(k.usage.created)
+                .is_none_or(|t| t <= threshold)
+        })
+        .map(ApiKeyInfo::from)
+        .collect();
+    json_ok(&unused)
 }
 
 /// Keys per page of a full listing.

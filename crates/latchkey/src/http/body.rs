@@ -102,10 +102,10 @@ pub async fn read(
     headers: &HeaderMap,
     body: Body,
     limit: Duration,
-) -> Result<Body, Response> {
+) -> Result<Bytes, Response> {
     if axum::body::HttpBody::is_end_stream(&body) {
         // No body (most GETs): nothing to read, nothing to count.
-        return Ok(body);
+        return Ok(Bytes::new());
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -116,7 +116,7 @@ pub async fn read(
         Some(client) => Some(gate.share(client, declared).ok_or_else(too_many_bodies)?),
         None => None,
     };
-    collect(body, limit).await.map(Body::from)
+    collect(body, limit).await
 }
 
 async fn collect(mut body: Body, limit: Duration) -> Result<Bytes, Response> {

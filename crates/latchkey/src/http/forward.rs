@@ -17,6 +17,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use proget_api::{PackagePermission, SystemApi};
 
+use super::access::KeySlot;
 use super::limiter::Attempt;
 use super::{client_addr, error, too_many_failures, AppError, AppState, ErrorCause, RequestNote};
 use crate::auth::{extract_forwarded_credential, AuthError, Credential};
@@ -198,7 +199,21 @@ pub async fn forward(State(app): State<AppState>, req: Request) -> Response {
         Err(e) => return AppError::from(e).into_response(),
     };
     let note = req.extensions().get::<RequestNote>();
-    if !allows(&model, principal.as_ref(), need) {
+    let verdict = allows(&model, principal.as_ref(), need);
+    if let Some(Principal::Key(k)) = &principal {
+        app.usage.used(k.id, client);
+        let method = String::from_utf8_lossy(method);
+        KeySlot::check(
+            req.extensions(),
+            headers,
+            k,
+            client,
+            &method,
+            uri.as_deref().unwrap_or(""),
+            if verdict { "allowed" } else { "forbidden" },
+        );
+    }
+    if !verdict {
         return match &principal {
             None => unauthorized(AuthError::Missing.to_string().as_str()),
             Some(p) => {

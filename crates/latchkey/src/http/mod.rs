@@ -1,5 +1,7 @@
 //! The HTTP API: one module per resource, thin handlers, one router.
 
+mod access;
+mod access_logs;
 mod api_keys;
 mod body;
 pub mod client;
@@ -63,6 +65,8 @@ pub struct App {
     pub limiter: Option<limiter::Limiter>,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: client::TrustedProxies,
+    /// Records last use and access logs.
+    pub usage: Arc<crate::usage::Usage>,
 }
 
 /// Shared state of the router.
@@ -77,11 +81,13 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         body_timeout: app.body_timeout,
         bodies: body::BodyGate::new(body::BODIES_PER_CLIENT, body::BODY_BYTES_PER_CLIENT),
         trusted_proxies: app.trusted_proxies.clone(),
+        usage: app.usage.clone(),
     });
     Router::new()
         .route(paths::API_KEYS_CREATE, post(api_keys::create))
         .route(paths::API_KEYS_LIST, get(api_keys::list))
         .route(paths::API_KEYS_DELETE, post(api_keys::delete))
+        .route(paths::API_KEYS_LOGS, get(access_logs::logs))
         .route(paths::API_KEYS_VERIFY, post(verify::verify))
         .route(paths::API_KEYS_SELF, get(verify::own_key))
         .route(paths::AUTH_FORWARD, any(forward::forward))
@@ -124,6 +130,8 @@ struct FrontDoor {
     bodies: body::BodyGate,
     /// Proxies whose `X-Forwarded-For` names the client.
     trusted_proxies: client::TrustedProxies,
+    /// Where access-log entries go.
+    usage: Arc<crate::usage::Usage>,
 }
 
 /// The client address of a request (see [`client`]), set by the front door
@@ -151,24 +159,32 @@ async fn front_door(State(door): State<Arc<FrontDoor>>, mut req: Request, next: 
         req.extensions_mut().insert(ClientAddr(ip));
     }
     let mut logged = start_log(&mut req, client);
+    let mut recording = access::Recording::start(req.extensions_mut());
     let response = match admit(&door, req, client).await {
-        Ok((req, health)) if health => next.run(req).await,
-        Ok((req, _)) => match door.in_flight.try_acquire() {
-            Ok(_permit) => next.run(req).await,
-            Err(_) => overloaded(),
-        },
+        Ok((req, body, health)) => {
+            recording.set_body(&body);
+            let req = req.map(|()| Body::from(body));
+            if health {
+                next.run(req).await
+            } else {
+                match door.in_flight.try_acquire() {
+                    Ok(_permit) => next.run(req).await,
+                    Err(_) => overloaded(),
+                }
+            }
+        }
         Err(refusal) => refusal,
     };
-    finish_log(response, logged.take())
+    recording.finish(finish_log(response, logged.take()), &door.usage)
 }
 
-/// Checks the head and reads the body; returns the request with its body in
-/// memory, and whether it is a health check (never shed).
+/// Checks the head and reads the body; returns the request head, its body
+/// in memory, and whether it is a health check (never shed).
 async fn admit(
     door: &FrontDoor,
     req: Request,
     client: Option<std::net::IpAddr>,
-) -> Result<(Request, bool), Response> {
+) -> Result<(axum::http::Request<()>, Bytes, bool), Response> {
     if let Some(refusal) = oversized_head(&req) {
         return Err(refusal);
     }
@@ -176,7 +192,7 @@ async fn admit(
     let (parts, body) = req.into_parts();
     if parts.uri.path() == paths::AUTH_FORWARD {
         // Forward auth ignores the body: it is never read.
-        return Ok((Request::from_parts(parts, Body::empty()), health));
+        return Ok((Request::from_parts(parts, ()), Bytes::new(), health));
     }
     let body = body::read(
         &door.bodies,
@@ -186,7 +202,7 @@ async fn admit(
         door.body_timeout,
     )
     .await?;
-    Ok((Request::from_parts(parts, body), health))
+    Ok((Request::from_parts(parts, ()), body, health))
 }
 
 /// Refuses oversized request targets, headers and declared bodies.
@@ -422,6 +438,10 @@ impl FromRequest<AppState> for Caller {
                 return Err(AppError::from(e).into_response());
             }
         };
+        if let Principal::Key(k) = &principal {
+            app.usage.used(k.id, peer);
+            access::KeySlot::request(&parts, k, peer);
+        }
         if let Some(note) = parts.extensions.get::<RequestNote>() {
             let label = match &principal {
                 Principal::Key(k) => format!("key {}", k.id),

@@ -3,8 +3,9 @@
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use proget_api::{ApiKeyInfo, PackagePermission, VerifyCode, VerifyRequest, VerifyResponse};
+use proget_api::{paths, ApiKeyInfo, PackagePermission, VerifyCode, VerifyRequest, VerifyResponse};
 
+use super::access::KeySlot;
 use super::forward::{authenticate_settled, Requirement};
 use super::{
     body_too_large, client_addr, json_ok, parse_json, too_many_failures, AppError, AppState,
@@ -27,8 +28,10 @@ pub async fn verify(State(app): State<AppState>, req: Request) -> Response {
         },
         None => None,
     };
+    let (parts, body) = req.into_parts();
+    let (extensions, headers) = (parts.extensions, parts.headers);
     // The front door has read the body into memory already.
-    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await {
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => return body_too_large(),
     };
@@ -67,7 +70,20 @@ pub async fn verify(State(app): State<AppState>, req: Request) -> Response {
         Ok(m) => m,
         Err(e) => return AppError::from(e).into_response(),
     };
-    if !allows(&model, Some(&principal), need) {
+    let verdict = allows(&model, Some(&principal), need);
+    if let Principal::Key(k) = &principal {
+        app.usage.used(k.id, client);
+        KeySlot::check(
+            &extensions,
+            &headers,
+            k,
+            client,
+            "POST",
+            paths::API_KEYS_VERIFY,
+            if verdict { "allowed" } else { "forbidden" },
+        );
+    }
+    if !verdict {
         return answer(&refused(VerifyCode::Forbidden));
     }
     answer(&valid(principal))

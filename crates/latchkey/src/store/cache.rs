@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use axum::body::Bytes;
 
-use super::{JsonPage, Store, StoreError};
+use super::{JsonPage, Store, StoreError, StoredAccess, UsageBatch};
 use crate::domain::{
     name_key, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission, PermissionId,
     SecurityModel, StoredKey, User, UserChange, UserId, UserLogin,
@@ -229,6 +229,39 @@ impl Store for CachedStore {
             }
         });
         created
+    }
+
+    async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        let done = self.inner.record_usage(batch).await;
+        if !batch.uses.is_empty() {
+            // Cached keys and lists carry the last use.
+            self.invalidate(|s| {
+                for u in &batch.uses {
+                    s.forget_key(u.key);
+                }
+            });
+        }
+        done
+    }
+
+    async fn access_log(
+        &self,
+        key: KeyId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredAccess>, StoreError> {
+        self.inner.access_log(key, before, limit).await
+    }
+
+    async fn prune_access_log(
+        &self,
+        older_than_ms: i64,
+        max_per_key: u32,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        self.inner
+            .prune_access_log(older_than_ms, max_per_key, batch)
+            .await
     }
 
     async fn replace_digest(&self, id: KeyId, digest: &KeyDigest) -> Result<(), StoreError> {

@@ -21,8 +21,8 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    name_key, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission, PermissionId, Scope,
-    SecurityModel, StoredKey, Subject, User, UserChange, UserId, UserLogin, ADMINISTRATORS,
+    name_key, Group, KeyDigest, KeyId, KeyUsage, NewKey, NewPermission, Permission, PermissionId,
+    Scope, SecurityModel, StoredKey, Subject, User, UserChange, UserId, UserLogin, ADMINISTRATORS,
     ANONYMOUS,
 };
 
@@ -82,6 +82,70 @@ pub struct JsonPage {
     /// How many keys the page holds.
     pub count: usize,
 }
+
+/// A successful authentication by a key, as the usage writer stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    /// The key.
+    pub key: KeyId,
+    /// When, in seconds since the epoch.
+    pub at: i64,
+    /// The client address.
+    pub from: Option<String>,
+}
+
+/// One access-log entry (secrets already removed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct AccessRecord {
+    /// The key the request was made with.
+    pub key_id: KeyId,
+    /// When the request arrived, in milliseconds since the epoch.
+    pub time_ms: i64,
+    /// The method.
+    pub method: String,
+    /// The path and query, redacted.
+    pub path: String,
+    /// The response status.
+    pub status: i32,
+    /// How long the answer took.
+    pub duration_ms: i64,
+    /// The client address.
+    pub address: Option<String>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// The verdict of a forward-auth or verification check.
+    pub verdict: Option<String>,
+    /// The request body, redacted.
+    pub request_body: Option<String>,
+    /// The response body, redacted.
+    pub response_body: Option<String>,
+    /// Whether a body was cut.
+    pub truncated: bool,
+}
+
+/// A stored access-log entry: its id and the entry.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredAccess {
+    /// The entry id (increasing).
+    pub id: i64,
+    /// The entry.
+    #[sqlx(flatten)]
+    pub record: AccessRecord,
+}
+
+/// What the usage writer stores in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageBatch {
+    /// Last uses, at most one per key.
+    pub uses: Vec<KeyUse>,
+    /// Access-log entries.
+    pub entries: Vec<AccessRecord>,
+}
+
+/// The columns an access-log query selects.
+pub(crate) const ACCESS_COLUMNS: &str = "id, key_id, time_ms, method, path, status, \
+     duration_ms, address, user_agent, verdict, request_body, response_body, truncated \
+     FROM access_log";
 
 /// The storage interface shared by the SQLite and PostgreSQL back ends.
 ///
@@ -189,6 +253,28 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::ProtectedGroup`] for `Administrators`.
     async fn delete_group(&self, name: &str) -> Result<bool, StoreError>;
 
+    /// Stores a batch of last uses and access-log entries in one
+    /// transaction. A last use only moves forward (the greatest time wins,
+    /// so nodes writing their own batches agree); uses of deleted keys are
+    /// ignored.
+    async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError>;
+    /// Up to `limit` access-log entries of a key, newest first, with ids
+    /// below `before` when given.
+    async fn access_log(
+        &self,
+        key: KeyId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredAccess>, StoreError>;
+    /// Deletes at most `batch` access-log entries older than `older_than_ms`
+    /// or beyond the newest `max_per_key` of their key; returns how many.
+    async fn prune_access_log(
+        &self,
+        older_than_ms: i64,
+        max_per_key: u32,
+        batch: u32,
+    ) -> Result<u64, StoreError>;
+
     /// The value of an installation setting, e.g. the secret's fingerprint.
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Stores `value` unless the setting already has one; returns the value
@@ -261,6 +347,7 @@ pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError, supported: i64) -> S
 /// The columns every key query selects, joined with the owner (`k` keys, `u` users).
 pub(crate) const KEY_COLUMNS: &str = "k.id, k.key_type, k.display_name, k.description, \
      k.system_apis, k.package_permissions, k.feed, k.feed_group, k.expiration, k.logging, \
+     k.created_at, k.last_used, k.last_used_from, \
      u.id AS user_id, u.name AS user_name, u.display_name AS user_display_name, \
      u.email AS user_email, u.groups AS user_groups \
      FROM api_keys k LEFT JOIN users u ON u.id = k.user_id";
@@ -282,6 +369,9 @@ pub(crate) struct KeyRow {
     feed_group: Option<String>,
     expiration: Option<i64>,
     logging: String,
+    created_at: i64,
+    last_used: Option<i64>,
+    last_used_from: Option<String>,
     user_id: Option<i64>,
     user_name: Option<String>,
     user_display_name: Option<String>,
@@ -321,6 +411,13 @@ impl TryFrom<KeyRow> for StoredKey {
                 .map_err(|_| corrupt("expiration"))?,
             logging: r.logging.parse().map_err(|_| corrupt("logging"))?,
             user,
+            usage: KeyUsage {
+                created: OffsetDateTime::from_unix_timestamp(r.created_at).ok(),
+                last_used: r
+                    .last_used
+                    .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
+                last_used_from: r.last_used_from,
+            },
         })
     }
 }

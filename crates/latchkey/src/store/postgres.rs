@@ -15,8 +15,8 @@ use super::{
     check_admins, count_admins, encode_groups, groups_with_members, is_administrators,
     is_anonymous, is_unique_violation, join_values, migrate_error, missing_groups, name_key_clash,
     newest_migration, permission_columns, resolve_groups, set_membership, stale_name_keys,
-    unix_now, AdminRow, KeyRow, PermissionRow, Store, StoreError, UserRow, ADMIN_ROWS, KEY_COLUMNS,
-    PERMISSION_COLUMNS, USER_COLUMNS,
+    unix_now, AccessRecord, AdminRow, KeyRow, PermissionRow, Store, StoreError, StoredAccess,
+    UsageBatch, UserRow, ACCESS_COLUMNS, ADMIN_ROWS, KEY_COLUMNS, PERMISSION_COLUMNS, USER_COLUMNS,
 };
 use crate::domain::{
     name_key, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission, PermissionId,
@@ -233,6 +233,30 @@ async fn lock_writes(conn: &mut PgConnection) -> Result<(), StoreError> {
         .bind(USER_WRITE_LOCK)
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Adds one access-log entry.
+async fn insert_access(conn: &mut PgConnection, e: &AccessRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO access_log (key_id, time_ms, method, path, status, duration_ms, address, \
+         user_agent, verdict, request_body, response_body, truncated) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(e.key_id)
+    .bind(e.time_ms)
+    .bind(&e.method)
+    .bind(&e.path)
+    .bind(e.status)
+    .bind(e.duration_ms)
+    .bind(&e.address)
+    .bind(&e.user_agent)
+    .bind(&e.verdict)
+    .bind(&e.request_body)
+    .bind(&e.response_body)
+    .bind(e.truncated)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -682,6 +706,99 @@ impl Store for PostgresStore {
         check_admins(before, admins(&mut tx).await?)?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        if batch.uses.is_empty() && batch.entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        if !batch.uses.is_empty() {
+            // One statement for the whole batch; GREATEST over nodes: a
+            // node's older use never overwrites another node's newer one.
+            let ids: Vec<i32> = batch.uses.iter().map(|u| u.key).collect();
+            let ats: Vec<i64> = batch.uses.iter().map(|u| u.at).collect();
+            let froms: Vec<Option<String>> = batch.uses.iter().map(|u| u.from.clone()).collect();
+            sqlx::query(
+                "UPDATE api_keys k SET last_used = u.at, last_used_from = u.from_addr \
+                 FROM unnest($1::int[], $2::bigint[], $3::text[]) AS u(id, at, from_addr) \
+                 WHERE k.id = u.id AND (k.last_used IS NULL OR k.last_used < u.at)",
+            )
+            .bind(ids)
+            .bind(ats)
+            .bind(froms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for e in &batch.entries {
+            insert_access(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn access_log(
+        &self,
+        key: KeyId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredAccess>, StoreError> {
+        let rows = sqlx::query_as(&format!(
+            "SELECT {ACCESS_COLUMNS} WHERE key_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(key)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn prune_access_log(
+        &self,
+        older_than_ms: i64,
+        max_per_key: u32,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        let batch = i64::from(batch);
+        let mut deleted = sqlx::query(
+            "DELETE FROM access_log WHERE id IN \
+             (SELECT id FROM access_log WHERE time_ms < $1 ORDER BY time_ms LIMIT $2)",
+        )
+        .bind(older_than_ms)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let crowded: Vec<i32> = sqlx::query_scalar(
+            "SELECT key_id FROM access_log GROUP BY key_id HAVING count(*) > $1 LIMIT 16",
+        )
+        .bind(i64::from(max_per_key))
+        .fetch_all(&self.pool)
+        .await?;
+        for key in crowded {
+            let Some(oldest_kept): Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM access_log WHERE key_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2",
+            )
+            .bind(key)
+            .bind(i64::from(max_per_key) - 1)
+            .fetch_optional(&self.pool)
+            .await?
+            else {
+                continue;
+            };
+            deleted += sqlx::query(
+                "DELETE FROM access_log WHERE id IN (SELECT id FROM access_log \
+                 WHERE key_id = $1 AND id < $2 ORDER BY id LIMIT $3)",
+            )
+            .bind(key)
+            .bind(oldest_kept)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(deleted)
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {

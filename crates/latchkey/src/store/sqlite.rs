@@ -13,8 +13,9 @@ use super::{
     check_admins, count_admins, encode_groups, groups_with_members, is_administrators,
     is_anonymous, is_unique_violation, join_values, migrate_error, missing_groups, name_key_clash,
     newest_migration, permission_columns, resolve_groups, set_membership, stale_name_keys,
-    unix_now, AdminRow, JsonPage, KeyRow, PermissionRow, Store, StoreError, UserRow, ADMIN_ROWS,
-    KEY_COLUMNS, PERMISSION_COLUMNS, USER_COLUMNS,
+    unix_now, AccessRecord, AdminRow, JsonPage, KeyRow, PermissionRow, Store, StoreError,
+    StoredAccess, UsageBatch, UserRow, ACCESS_COLUMNS, ADMIN_ROWS, KEY_COLUMNS, PERMISSION_COLUMNS,
+    USER_COLUMNS,
 };
 use crate::domain::{
     name_key, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission, PermissionId,
@@ -45,6 +46,10 @@ SELECT group_concat(j, ',' ORDER BY id), max(id), count(*) FROM (
         ',"expiration":"' || strftime('%Y-%m-%dT%H:%M:%SZ', k.expiration, 'unixepoch') || '"')
     || ',"logging":' || json_quote(k.logging)
     || iif(u.name IS NULL, '', ',"user":' || json_quote(u.name))
+    || iif(k.last_used IS NULL, '',
+        ',"lastUsed":"' || strftime('%Y-%m-%dT%H:%M:%SZ', k.last_used, 'unixepoch') || '"')
+    || iif(k.last_used_from IS NULL, '', ',"lastUsedFrom":' || json_quote(k.last_used_from))
+    || ',"created":"' || strftime('%Y-%m-%dT%H:%M:%SZ', k.created_at, 'unixepoch') || '"'
     || '}' AS j
   FROM api_keys k LEFT JOIN users u ON u.id = k.user_id
   WHERE k.id > ? ORDER BY k.id LIMIT ?)
@@ -312,6 +317,30 @@ async fn add_missing_groups(conn: &mut SqliteConnection) -> Result<(), StoreErro
         .await?;
     let missing = missing_groups(&group_names(conn).await?, groups)?;
     insert_groups(conn, &missing).await
+}
+
+/// Adds one access-log entry.
+async fn insert_access(conn: &mut SqliteConnection, e: &AccessRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO access_log (key_id, time_ms, method, path, status, duration_ms, address, \
+         user_agent, verdict, request_body, response_body, truncated) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(e.key_id)
+    .bind(e.time_ms)
+    .bind(&e.method)
+    .bind(&e.path)
+    .bind(e.status)
+    .bind(e.duration_ms)
+    .bind(&e.address)
+    .bind(&e.user_agent)
+    .bind(&e.verdict)
+    .bind(&e.request_body)
+    .bind(&e.response_body)
+    .bind(e.truncated)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn fetch_key<'e, E: Executor<'e, Database = Sqlite>>(
@@ -736,6 +765,93 @@ impl Store for SqliteStore {
         check_admins(before, admins(&mut tx).await?)?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        if batch.uses.is_empty() && batch.entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await?;
+        for u in &batch.uses {
+            sqlx::query(
+                "UPDATE api_keys SET last_used = ?1, last_used_from = ?2 \
+                 WHERE id = ?3 AND (last_used IS NULL OR last_used < ?1)",
+            )
+            .bind(u.at)
+            .bind(&u.from)
+            .bind(u.key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for e in &batch.entries {
+            insert_access(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn access_log(
+        &self,
+        key: KeyId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredAccess>, StoreError> {
+        let rows = sqlx::query_as(&format!(
+            "SELECT {ACCESS_COLUMNS} WHERE key_id = ? AND id < ? ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(key)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn prune_access_log(
+        &self,
+        older_than_ms: i64,
+        max_per_key: u32,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        let batch = i64::from(batch);
+        let mut deleted = sqlx::query(
+            "DELETE FROM access_log WHERE id IN \
+             (SELECT id FROM access_log WHERE time_ms < ? ORDER BY time_ms LIMIT ?)",
+        )
+        .bind(older_than_ms)
+        .bind(batch)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        let crowded: Vec<i64> = sqlx::query_scalar(
+            "SELECT key_id FROM access_log GROUP BY key_id HAVING count(*) > ? LIMIT 16",
+        )
+        .bind(i64::from(max_per_key))
+        .fetch_all(&self.readers)
+        .await?;
+        for key in crowded {
+            let Some(oldest_kept): Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM access_log WHERE key_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+            )
+            .bind(key)
+            .bind(i64::from(max_per_key) - 1)
+            .fetch_optional(&self.readers)
+            .await?
+            else {
+                continue;
+            };
+            deleted += sqlx::query(
+                "DELETE FROM access_log WHERE id IN (SELECT id FROM access_log \
+                 WHERE key_id = ? AND id < ? ORDER BY id LIMIT ?)",
+            )
+            .bind(key)
+            .bind(oldest_kept)
+            .bind(batch)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        }
+        Ok(deleted)
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {

@@ -1,0 +1,283 @@
+//! Usage recording (`usage.md` sections 1 and 2): the last use of every key
+//! and the access logs of keys whose `logging` asks for them.
+//!
+//! One component, off the request path: requests hand uses and entries to a
+//! bounded queue with `try_send` (a full queue drops and counts, reported
+//! once a minute; a request never waits or fails for it), and one writer
+//! task stores them in batches, one transaction each. Last use is coalesced
+//! in memory first: a key's use is queued at most once per minute, through
+//! sharded maps, so no lock is shared by all requests.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use crate::domain::KeyId;
+use crate::store::{AccessRecord, KeyUse, Store, UsageBatch};
+
+pub mod redact;
+
+/// Precision of last use: a key's use is written at most once per window.
+const WINDOW: Duration = Duration::from_secs(60);
+/// Longest an access-log entry waits in memory before its batch is written.
+const FLUSH: Duration = Duration::from_secs(1);
+/// Uses and entries waiting for the writer; more are dropped and counted.
+const QUEUE: usize = 16 * 1024;
+/// Most uses and entries in one transaction.
+const MAX_BATCH: usize = 2048;
+/// Shards of the last-use map.
+const SHARDS: usize = 64;
+/// Keys remembered per shard before it starts over (memory stays bounded;
+/// starting over costs at most one extra write per key).
+const SHARD_CAPACITY: usize = 16 * 1024;
+/// Entries deleted by one pruning statement.
+const PRUNE_BATCH: u32 = 500;
+/// Pause between pruning rounds.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Test-only: `LATCHKEY_USAGE_FLUSH_MS` shortens the last-use window, the
+/// batch interval and the pruning pause to this many milliseconds, so that
+/// tests need not wait a minute. Undocumented for operators.
+pub const FLUSH_ENV: &str = "LATCHKEY_USAGE_FLUSH_MS";
+
+/// Retention of access-log entries.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Entries older than this many days are pruned.
+    pub days: u32,
+    /// Entries beyond the newest this many of a key are pruned.
+    pub max_per_key: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            days: 30,
+            max_per_key: 10_000,
+        }
+    }
+}
+
+/// Timing of the recorder.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    window_ms: i64,
+    flush: Duration,
+    prune_every: Duration,
+}
+
+impl Timing {
+    fn from_env() -> Timing {
+        match std::env::var(FLUSH_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+        {
+            Some(ms) => Timing {
+                window_ms: i64::try_from(ms).unwrap_or(i64::MAX),
+                flush: Duration::from_millis(ms),
+                prune_every: Duration::from_millis(ms),
+            },
+            None => Timing {
+                window_ms: WINDOW.as_millis() as i64,
+                flush: FLUSH,
+                prune_every: PRUNE_EVERY,
+            },
+        }
+    }
+}
+
+enum Event {
+    Use(KeyUse),
+    Entry(AccessRecord),
+}
+
+/// The usage recorder shared by every request.
+pub struct Usage {
+    queue: mpsc::Sender<Event>,
+    /// Per key, the window its last queued use fell in.
+    recorded: Box<[Mutex<HashMap<KeyId, i64>>]>,
+    window_ms: i64,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Usage {
+    /// Starts the writer, the drop reporter and the pruner on `store`.
+    pub fn start(store: Arc<dyn Store>, retention: Retention) -> Arc<Usage> {
+        let timing = Timing::from_env();
+        let (queue, events) = mpsc::channel(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(writer(store.clone(), events, timing.flush));
+        tokio::spawn(report_drops(dropped.clone()));
+        tokio::spawn(pruner(store, retention, timing.prune_every));
+        Arc::new(Usage {
+            queue,
+            recorded: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            window_ms: timing.window_ms,
+            dropped,
+        })
+    }
+
+    /// A successful authentication by `key` from `from`: queued at most
+    /// once per window and key.
+    pub fn used(&self, key: KeyId, from: Option<IpAddr>) {
+        let now = now_ms();
+        let window = now / self.window_ms;
+        let shard = &self.recorded[key.unsigned_abs() as usize % SHARDS];
+        {
+            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            if map.get(&key) == Some(&window) {
+                return;
+            }
+            if map.len() >= SHARD_CAPACITY {
+                map.clear();
+            }
+            map.insert(key, window);
+        }
+        self.send(Event::Use(KeyUse {
+            key,
+            at: now / 1000,
+            from: from.map(|a| a.to_string()),
+        }));
+    }
+
+    /// Queues an access-log entry (already redacted).
+    pub fn log(&self, entry: AccessRecord) {
+        self.send(Event::Entry(entry));
+    }
+
+    fn send(&self, event: Event) {
+        if self.queue.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Writes what the queue holds in batches: waits for a first event, gathers
+/// what arrives during `flush`, then stores it in one transaction.
+async fn writer(store: Arc<dyn Store>, mut events: mpsc::Receiver<Event>, flush: Duration) {
+    let mut buf = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if events.recv_many(&mut buf, MAX_BATCH).await == 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + flush;
+        let mut closed = false;
+        while buf.len() < MAX_BATCH {
+            let room = MAX_BATCH - buf.len();
+            tokio::select! {
+                n = events.recv_many(&mut buf, room) => {
+                    if n == 0 {
+                        closed = true;
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let batch = into_batch(buf.drain(..));
+        if let Err(e) = store.record_usage(&batch).await {
+            tracing::warn!(
+                error = %format!("{:#}", anyhow::Error::from(e)),
+                uses = batch.uses.len(),
+                entries = batch.entries.len(),
+                "usage batch lost: the database refused it"
+            );
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+/// One batch: each key's latest use, and the entries in order.
+fn into_batch(events: impl Iterator<Item = Event>) -> UsageBatch {
+    let mut uses: HashMap<KeyId, KeyUse> = HashMap::new();
+    let mut entries = Vec::new();
+    for e in events {
+        match e {
+            Event::Use(u) => match uses.get(&u.key) {
+                Some(old) if old.at >= u.at => {}
+                _ => {
+                    uses.insert(u.key, u);
+                }
+            },
+            Event::Entry(r) => entries.push(r),
+        }
+    }
+    let mut uses: Vec<KeyUse> = uses.into_values().collect();
+    uses.sort_by_key(|u| u.key);
+    UsageBatch { uses, entries }
+}
+
+/// Logs, once a minute, how many uses and entries a full queue dropped.
+async fn report_drops(dropped: Arc<AtomicU64>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let n = dropped.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            tracing::warn!(
+                dropped = n,
+                "usage queue full: last uses or access-log entries were dropped"
+            );
+        }
+    }
+}
+
+/// Prunes old and surplus access-log entries in small batches, pausing
+/// between rounds so that the writer is never held for long.
+async fn pruner(store: Arc<dyn Store>, retention: Retention, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        loop {
+            let cutoff = now_ms() - i64::from(retention.days) * 86_400_000;
+            match store
+                .prune_access_log(cutoff, retention.max_per_key, PRUNE_BATCH)
+                .await
+            {
+                Ok(n) if n > 0 => tokio::time::sleep(Duration::from_millis(10)).await,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %format!("{:#}", anyhow::Error::from(e)),
+                        "access-log pruning failed; retrying later"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_keeps_each_keys_latest_use() {
+        let u = |key, at| {
+            Event::Use(KeyUse {
+                key,
+                at,
+                from: Some(format!("a{at}")),
+            })
+        };
+        let batch = into_batch(vec![u(1000, 5), u(1001, 1), u(1000, 9), u(1000, 7)].into_iter());
+        assert_eq!(batch.uses.len(), 2);
+        assert_eq!(batch.uses[0].at, 9);
+        assert_eq!(batch.uses[0].from.as_deref(), Some("a9"));
+        assert_eq!(batch.uses[1].key, 1001);
+    }
+}
