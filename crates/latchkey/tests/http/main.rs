@@ -22,5 +22,6 @@ mod redaction;
 mod rotation;
 mod server;
 mod startup;
+mod usage;
 mod users;
 mod verify;
