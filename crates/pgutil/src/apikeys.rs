@@ -1,13 +1,13 @@
 //! `pgutil apikeys create|list|delete`.
 
-use proget_api::{paths, ApiKeyInfo, ApiKeyType};
+use proget_api::{paths, AccessLogEntry, ApiKeyInfo, ApiKeyType};
 use reqwest::Method;
 
-use crate::cli::{ApiKeysCommand, CommonKeyArgs, CreateCommand, DeleteArgs, ListArgs};
+use crate::cli::{ApiKeysCommand, CommonKeyArgs, CreateCommand, DeleteArgs, ListArgs, LogsArgs};
 use crate::client::{resolve, Client};
 use crate::error::Error;
 use crate::listing;
-use crate::output::{api_key_list, print};
+use crate::output::{access_log, api_key_list, print};
 
 /// Runs an `apikeys` command.
 pub fn run(command: ApiKeysCommand) -> Result<(), Error> {
@@ -15,7 +15,27 @@ pub fn run(command: ApiKeysCommand) -> Result<(), Error> {
         ApiKeysCommand::Create(create) => self::create(create),
         ApiKeysCommand::List(args) => list(&args),
         ApiKeysCommand::Delete(args) => delete(&args),
+        ApiKeysCommand::Logs(args) => logs(&args),
     }
+}
+
+/// `apikeys logs --id=N [--limit=N] [--bodies] [--json]`: `GET /api/api-keys/logs`.
+fn logs(args: &LogsArgs) -> Result<(), Error> {
+    let client = Client::new(&resolve(&args.server)?)?;
+    let id = args.id.to_string();
+    let limit = args.limit.map(|n| n.to_string());
+    let mut query = vec![("id", id.as_str())];
+    if let Some(n) = &limit {
+        query.push(("limit", n));
+    }
+    listing::show::<AccessLogEntry>(
+        &client,
+        paths::API_KEYS_LOGS,
+        &query,
+        args.output,
+        &format!("reading the access log of API key {id}"),
+        |entries| access_log(args.id, entries, args.bodies),
+    )
 }
 
 /// `apikeys delete --id=N`: `POST /api/api-keys/delete?id=N`.

@@ -100,6 +100,32 @@ pub enum ApiKeysCommand {
 
 Find the id of a key with `pgutil apikeys list`.")]
     Delete(DeleteArgs),
+    /// Shows a key's access log, newest first (keys whose logging is not none).
+    #[command(after_help = "Examples:
+  $ pgutil apikeys logs --id=1000
+  $ pgutil apikeys logs --id=1000 --limit=20 --bodies
+  $ pgutil apikeys logs --id=1000 --json | jq '.[].status'")]
+    Logs(LogsArgs),
+}
+
+/// Options of `apikeys logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Id of the API key whose log to show.
+    #[arg(long, value_name = "ID", allow_negative_numbers = true)]
+    pub id: i32,
+    /// Most entries to show (1 to 1000; the server's default is 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// Show the recorded request and response bodies under each entry.
+    #[arg(long)]
+    pub bodies: bool,
+    /// Server and credential.
+    #[command(flatten)]
+    pub server: ServerOptions,
+    /// Text or JSON.
+    #[command(flatten)]
+    pub output: JsonOption,
 }
 
 /// Options of `apikeys delete`.

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use proget_api::{
-    ApiKeyInfo, ApiKeyType, GroupInfo, HealthInfo, Logging, PermissionInfo, TaskInfo, UserInfo,
+    AccessLogEntry, ApiKeyInfo, ApiKeyType, GroupInfo, HealthInfo, Logging, PermissionInfo,
+    TaskInfo, UserInfo,
 };
 use reqwest::Url;
 use serde::Serialize;
@@ -18,6 +19,50 @@ pub fn printable(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
+}
+
+/// A key's access log, one line per entry (`2026-12-01 10:00:01  POST
+/// /api/api-keys/create  200  3 ms  127.0.0.1`, a check's verdict after
+/// it); with `bodies`, the recorded bodies under their entry.
+pub fn access_log(id: i32, entries: &[AccessLogEntry], bodies: bool) -> String {
+    if entries.is_empty() {
+        return format!("No access-log entries for API key {id}.\n");
+    }
+    let mut out = String::new();
+    for e in entries {
+        let time = match e.time.get(..19) {
+            Some(t) if e.time.as_bytes().get(10) == Some(&b'T') => t.replacen('T', " ", 1),
+            _ => e.time.clone(),
+        };
+        let _ = write!(
+            out,
+            "{}  {} {}  {}  {} ms  {}",
+            printable(&time),
+            printable(&e.method),
+            printable(&e.path),
+            e.status,
+            e.duration_ms,
+            e.address.as_deref().map_or_else(|| "-".into(), printable),
+        );
+        if let Some(v) = &e.verdict {
+            let _ = write!(out, "  {}", printable(v));
+        }
+        out.push('\n');
+        if bodies {
+            for (label, body) in [("Request", &e.request_body), ("Response", &e.response_body)] {
+                if let Some(b) = body {
+                    let _ = writeln!(out, "  {label} body:");
+                    for line in b.lines() {
+                        let _ = writeln!(out, "    {}", printable(line));
+                    }
+                }
+            }
+            if e.truncated == Some(true) {
+                let _ = writeln!(out, "  (bodies cut at 64 KiB)");
+            }
+        }
+    }
+    out
 }
 
 /// Text squeezed onto one line of at most `max` characters: white space runs
@@ -408,6 +453,55 @@ Build server
 
 ";
         assert_eq!(api_key_list(&keys), expected);
+    }
+
+    #[test]
+    fn access_logs_are_one_line_per_entry_and_bodies_on_request() {
+        let entries = [
+            AccessLogEntry {
+                entry_id: 2,
+                time: "2026-12-01T10:00:01.250Z".into(),
+                method: "POST".into(),
+                path: "/api/api-keys/create".into(),
+                status: 200,
+                duration_ms: 3,
+                address: Some("127.0.0.1".into()),
+                request_body: Some("{\"type\":\"feed\"}".into()),
+                response_body: Some("{\"key\":\"«redacted»\"}\n\u{1b}[31m".into()),
+                truncated: Some(true),
+                ..AccessLogEntry::default()
+            },
+            AccessLogEntry {
+                entry_id: 1,
+                time: "2026-12-01T09:59:00Z".into(),
+                method: "GET".into(),
+                path: "/npm/internal".into(),
+                status: 403,
+                duration_ms: 0,
+                verdict: Some("forbidden".into()),
+                ..AccessLogEntry::default()
+            },
+        ];
+        assert_eq!(
+            access_log(1000, &entries, false),
+            "2026-12-01 10:00:01  POST /api/api-keys/create  200  3 ms  127.0.0.1\n\
+             2026-12-01 09:59:00  GET /npm/internal  403  0 ms  -  forbidden\n"
+        );
+        assert_eq!(
+            access_log(1000, &entries, true),
+            "2026-12-01 10:00:01  POST /api/api-keys/create  200  3 ms  127.0.0.1\n\
+             \x20 Request body:\n\
+             \x20   {\"type\":\"feed\"}\n\
+             \x20 Response body:\n\
+             \x20   {\"key\":\"«redacted»\"}\n\
+             \x20   ?[31m\n\
+             \x20 (bodies cut at 64 KiB)\n\
+             2026-12-01 09:59:00  GET /npm/internal  403  0 ms  -  forbidden\n"
+        );
+        assert_eq!(
+            access_log(1000, &[], true),
+            "No access-log entries for API key 1000.\n"
+        );
     }
 
     #[test]

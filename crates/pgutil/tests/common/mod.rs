@@ -58,6 +58,11 @@ pub struct Server {
 impl Server {
     /// Starts a server on a free port with an empty database and waits until it listens.
     pub fn start() -> Server {
+        Server::start_with_env(&[])
+    }
+
+    /// Starts a server as [`Server::start`] does, with extra environment variables.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Server {
         let data_dir = tempfile::tempdir().expect("data dir");
         let log = std::fs::File::create(data_dir.path().join("server.log")).expect("log file");
         let mut command = Command::new(latchkey_bin());
@@ -71,6 +76,7 @@ impl Server {
             .arg(data_dir.path())
             .env("LATCHKEY_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
