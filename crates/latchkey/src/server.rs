@@ -105,6 +105,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let limits = Limits {
         max_in_flight: args.max_in_flight.max(1),
     };
+    let usage = app.usage.clone();
     serve_http(
         listener,
         router(app, limits),
@@ -112,6 +113,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signals,
     )
     .await;
+    // What the recorder still holds is written before the database closes.
+    if tokio::time::timeout(Duration::from_secs(5), usage.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("usage data not written within 5 s of shutdown; dropped");
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -95,6 +95,8 @@ impl Timing {
 enum Event {
     Use(KeyUse),
     Entry(AccessRecord),
+    /// Write what is queued now; answered once it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The usage recorder shared by every request.
@@ -146,6 +148,15 @@ impl Usage {
         }));
     }
 
+    /// Writes everything queued so far (at shutdown); waits for the queue
+    /// to have room, unlike the request path.
+    pub async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.queue.send(Event::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
+
     /// Queues an access-log entry (already redacted).
     pub fn log(&self, entry: AccessRecord) {
         self.send(Event::Entry(entry));
@@ -173,7 +184,8 @@ async fn writer(store: Arc<dyn Store>, mut events: mpsc::Receiver<Event>, flush:
         }
         let deadline = tokio::time::Instant::now() + flush;
         let mut closed = false;
-        while buf.len() < MAX_BATCH {
+        let flushing = |buf: &[Event]| buf.iter().any(|e| matches!(e, Event::Flush(_)));
+        while buf.len() < MAX_BATCH && !flushing(&buf) {
             let room = MAX_BATCH - buf.len();
             tokio::select! {
                 n = events.recv_many(&mut buf, room) => {
@@ -185,7 +197,7 @@ async fn writer(store: Arc<dyn Store>, mut events: mpsc::Receiver<Event>, flush:
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        let batch = into_batch(buf.drain(..));
+        let (batch, waiting) = into_batch(buf.drain(..));
         if let Err(e) = store.record_usage(&batch).await {
             tracing::warn!(
                 error = %format!("{:#}", anyhow::Error::from(e)),
@@ -194,16 +206,23 @@ async fn writer(store: Arc<dyn Store>, mut events: mpsc::Receiver<Event>, flush:
                 "usage batch lost: the database refused it"
             );
         }
+        for w in waiting {
+            let _ = w.send(());
+        }
         if closed {
             return;
         }
     }
 }
 
-/// One batch: each key's latest use, and the entries in order.
-fn into_batch(events: impl Iterator<Item = Event>) -> UsageBatch {
+/// One batch: each key's latest use, and the entries in order; and who
+/// waits for it to be written.
+fn into_batch(
+    events: impl Iterator<Item = Event>,
+) -> (UsageBatch, Vec<tokio::sync::oneshot::Sender<()>>) {
     let mut uses: HashMap<KeyId, KeyUse> = HashMap::new();
     let mut entries = Vec::new();
+    let mut waiting = Vec::new();
     for e in events {
         match e {
             Event::Use(u) => match uses.get(&u.key) {
@@ -213,11 +232,12 @@ fn into_batch(events: impl Iterator<Item = Event>) -> UsageBatch {
                 }
             },
             Event::Entry(r) => entries.push(r),
+            Event::Flush(w) => waiting.push(w),
         }
     }
     let mut uses: Vec<KeyUse> = uses.into_values().collect();
     uses.sort_by_key(|u| u.key);
-    UsageBatch { uses, entries }
+    (UsageBatch { uses, entries }, waiting)
 }
 
 /// Logs, once a minute, how many uses and entries a full queue dropped.
@@ -274,7 +294,8 @@ mod tests {
                 from: Some(format!("a{at}")),
             })
         };
-        let batch = into_batch(vec![u(1000, 5), u(1001, 1), u(1000, 9), u(1000, 7)].into_iter());
+        let (batch, _) =
+            into_batch(vec![u(1000, 5), u(1001, 1), u(1000, 9), u(1000, 7)].into_iter());
         assert_eq!(batch.uses.len(), 2);
         assert_eq!(batch.uses[0].at, 9);
         assert_eq!(batch.uses[0].from.as_deref(), Some("a9"));

@@ -88,15 +88,46 @@ pub struct ApiKeyInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// When the key last authenticated (to within a minute); absent if never.
-    /// Ignored on create.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Ignored on create; read leniently (another shape counts as absent).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient"
+    )]
     pub last_used: Option<Expiration>,
-    /// The client address of that last use. Ignored on create.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The client address of that last use. Ignored on create; read leniently.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient"
+    )]
     pub last_used_from: Option<String>,
-    /// When the key was created. Ignored on create.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// When the key was created. Ignored on create; read leniently.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient"
+    )]
     pub created: Option<Expiration>,
+}
+
+/// Reads an informational property that older or other servers may send
+/// in another shape: anything that is not a `T` counts as absent.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Maybe<T> {
+        Is(T),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Option::<Maybe<T>>::deserialize(d)? {
+        Some(Maybe::Is(v)) => Some(v),
+        _ => None,
+    })
 }
 
 /// One entry of a key's access log (`GET /api/api-keys/logs`), newest first.
@@ -306,6 +337,26 @@ pub struct VerifyResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_properties_are_read_leniently() {
+        let k: ApiKeyInfo = serde_json::from_str(
+            r#"{"id":1,"lastUsed":"2026-11-30T08:15:00Z","lastUsedFrom":"::1","created":{"by":"x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            k.last_used.map(|e| e.0.unix_timestamp()),
+            Some(1_796_026_500)
+        );
+        assert_eq!(k.last_used_from.as_deref(), Some("::1"));
+        assert_eq!(k.created, None);
+        let k: ApiKeyInfo =
+            serde_json::from_str(r#"{"lastUsed":7,"lastUsedFrom":null,"created":"soon"}"#).unwrap();
+        assert_eq!(
+            (k.last_used, k.last_used_from, k.created),
+            (None, None, None)
+        );
+    }
 
     #[test]
     fn api_key_info_round_trips_in_camel_case_without_nulls() {

@@ -21,6 +21,7 @@ both_backends!(
     who_may_read_a_log_is_who_may_delete_the_key,
     logs_of_deleted_keys_stay_readable_by_administrators,
     logs_are_paged_newest_first,
+    a_graceful_shutdown_writes_what_the_recorder_holds,
 );
 
 const LOGS: &str = "/api/api-keys/logs";
@@ -531,4 +532,18 @@ fn logs_are_paged_newest_first(backend: Backend) {
     assert_eq!(paths(&last), ["/api/api-keys/self?n=0"]);
     assert!(page(&format!("&before={}", last[0]["entryId"])).is_empty());
     assert_eq!(page("").len(), 5);
+}
+
+fn a_graceful_shutdown_writes_what_the_recorder_holds(backend: Backend) {
+    // The default timing: a one-second batch interval, so the use and the
+    // entry are still in memory when the server is told to stop.
+    let mut s = TestServer::start(backend);
+    let (id, text) = s.create_key(logged("request"));
+    assert_eq!(get(&s, "/api/api-keys/self", &text).status(), 200);
+    assert!(s.terminate().success());
+    s.restart();
+    let entries = logs(&s, id);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["path"], "/api/api-keys/self");
+    assert_eq!(key_info(&s, id)["lastUsedFrom"], "127.0.0.1");
 }
