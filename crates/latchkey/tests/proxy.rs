@@ -312,20 +312,26 @@ fn nginx_passes_latchkeys_answers_and_the_user_through() {
         .unwrap();
     assert_eq!(r.status(), 403);
 
-    // A user's personal key: the upstream sees who it is.
+    // A user without any permission: 403 as well.
     server.add_user("jsmith", "jsmith-password", &[]);
-    add_permission(
-        &server,
-        &json!({"user": "jsmith", "task": "View & Download Packages", "feed": FEED}),
-    );
-    let (_, personal_key) = server.create_key(personal("jsmith"));
+    let (_, jsmith_key) = server.create_key(personal("jsmith"));
     let r = client()
         .get(&whoami)
-        .header("Authorization", basic("api", &personal_key))
+        .header("X-ApiKey", &jsmith_key)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // A user's personal key (Admin holds Administer globally): the upstream
+    // sees who it is.
+    let (_, admin_key) = server.create_key(personal("Admin"));
+    let r = client()
+        .get(&whoami)
+        .header("Authorization", basic("api", &admin_key))
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.text().unwrap(), "user=jsmith\n");
+    assert_eq!(r.text().unwrap(), "user=Admin\n");
 
     // A feed key has no user, and a client cannot claim one.
     let (_, view) = server.create_key(feed_key(FEED, &["view"]));
