@@ -444,3 +444,14 @@ fn basic(user: &str, secret: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
     )
 }
+
+#[test]
+fn docs_show_the_tested_nginx_configuration_verbatim() {
+    let docs = include_str!("../../../docs/proxies.md");
+    let block = format!("```nginx\n{}```\n", common::nginx::SITE_TEMPLATE);
+    assert!(
+        docs.contains(&block),
+        "docs/proxies.md must show docs/nginx/latchkey.conf verbatim in an ```nginx block \
+         (the file the proxy tests run)"
+    );
+}
