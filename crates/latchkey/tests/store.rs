@@ -11,7 +11,10 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use latchkey::domain::{self, Digester, KeyDigest, NewKey, UserChange, UserId};
+use latchkey::domain::{
+    self, Digester, Group, KeyDigest, NewKey, NewPermission, Permission, Scope, Subject, Task,
+    UserChange, UserId,
+};
 use latchkey::policy;
 use latchkey::store::{self, Store, StoreError};
 use proget_api::{ApiKeyType, Logging, PackagePermission, SystemApi};
@@ -71,6 +74,18 @@ store_tests! {
     settings_keep_the_first_value_and_replace_only_the_expected_one,
     committed_data_survives_reopening,
     several_nodes_can_migrate_one_database_at_once,
+    a_new_database_has_administrators_and_its_grant,
+    permissions_are_stored_with_their_subjects_spelling,
+    permissions_of_unknown_subjects_are_refused,
+    groups_are_created_edited_listed_and_deleted,
+    group_writes_with_unknown_members_change_nothing,
+    user_groups_take_the_groups_spelling_and_unknown_groups_are_created,
+    deleting_a_user_deletes_their_permissions,
+    no_permission_or_group_write_removes_the_last_administrator,
+    the_administrator_check_counts_only_when_there_was_one,
+    concurrent_permission_and_group_writes_leave_an_administrator,
+    the_cached_security_model_changes_with_every_write,
+    opening_an_old_database_adds_the_groups_its_users_name,
 }
 
 /// `sslmode=require` in the URL: every session of the store is encrypted
@@ -1011,4 +1026,593 @@ async fn the_personal_key_cap_holds_under_concurrent_creates(ctx: Ctx) {
         .create_key(personal_key("uncapped", owner.id))
         .await
         .unwrap();
+}
+
+// ---- permissions and groups ---------------------------------------------
+
+fn grant(subject: Subject, task: Task, scope: Scope) -> NewPermission {
+    NewPermission {
+        subject,
+        task,
+        scope,
+        deny: false,
+    }
+}
+
+fn deny(subject: Subject, task: Task, scope: Scope) -> NewPermission {
+    NewPermission {
+        deny: true,
+        ..grant(subject, task, scope)
+    }
+}
+
+fn user(name: &str) -> Subject {
+    Subject::User(name.to_owned())
+}
+
+fn group(name: &str) -> Subject {
+    Subject::Group(name.to_owned())
+}
+
+fn group_of(name: &str, members: &[&str]) -> Group {
+    Group {
+        name: name.to_owned(),
+        members: members.iter().map(|m| m.to_string()).collect(),
+    }
+}
+
+fn is_last_admin<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    match r {
+        Err(StoreError::LastAdministrator) => true,
+        other => panic!("expected LastAdministrator, got {other:?}"),
+    }
+}
+
+async fn permissions(store: &dyn Store) -> Vec<Permission> {
+    store.security().await.unwrap().permissions().to_vec()
+}
+
+async fn groups_of(store: &dyn Store, name: &str) -> Vec<String> {
+    store.user_login(name).await.unwrap().unwrap().user.groups
+}
+
+/// Administrators who can log in, by the policy.
+async fn admin_names(store: &dyn Store) -> Vec<String> {
+    let model = store.security().await.unwrap();
+    let mut names = Vec::new();
+    for u in store.list_users(None).await.unwrap() {
+        let login = store.user_login(&u.name).await.unwrap().unwrap();
+        if !login.password_hash.is_empty() && policy::is_admin(&model, &u) {
+            names.push(u.name);
+        }
+    }
+    names
+}
+
+async fn a_new_database_has_administrators_and_its_grant(ctx: Ctx) {
+    let all = permissions(&*ctx.store).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        all[0],
+        domain::administrators_grant().with_id(all[0].id),
+        "allow Administer globally for group Administrators"
+    );
+    assert_eq!(
+        ctx.store.list_groups().await.unwrap(),
+        [group_of("Administrators", &[])]
+    );
+    let ann = ctx.store.create_user(admin("Ann")).await.unwrap();
+    assert!(policy::is_admin(&ctx.store.security().await.unwrap(), &ann));
+    ctx.store.create_user(new_user("Bob")).await.unwrap();
+    assert_eq!(
+        ctx.store.list_groups().await.unwrap(),
+        [
+            group_of("Administrators", &["Ann"]),
+            group_of("Developers", &["Bob"])
+        ]
+    );
+}
+
+async fn permissions_are_stored_with_their_subjects_spelling(ctx: Ctx) {
+    ctx.store.create_user(new_user("JSmith")).await.unwrap();
+    let before = permissions(&*ctx.store).await;
+    let added = [
+        deny(
+            user("jsmith"),
+            Task::PublishPackages,
+            Scope::Feed("npm-internal".into()),
+        ),
+        grant(
+            group("DEVELOPERS"),
+            Task::ViewPackages,
+            Scope::FeedGroup("public".into()),
+        ),
+        grant(user("ANONYMOUS"), Task::ViewPackages, Scope::Global),
+        grant(user("JSmith"), Task::ManageFeed, Scope::Global),
+    ];
+    let mut stored = Vec::new();
+    for p in added {
+        stored.push(ctx.store.add_permission(p).await.unwrap());
+    }
+    let subjects: Vec<&Subject> = stored.iter().map(|p| &p.subject).collect();
+    assert_eq!(
+        subjects,
+        [
+            &user("JSmith"),
+            &group("Developers"),
+            &user("Anonymous"),
+            &user("JSmith")
+        ]
+    );
+    assert!(stored[0].deny && !stored[1].deny);
+    assert_eq!(stored[0].task, Task::PublishPackages);
+    assert_eq!(stored[1].scope, Scope::FeedGroup("public".into()));
+    let ids: Vec<i64> = stored.iter().map(|p| p.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(ids[0] > before[0].id);
+
+    let expected: Vec<Permission> = before.iter().cloned().chain(stored.clone()).collect();
+    assert_eq!(permissions(&*ctx.store).await, expected, "ordered by id");
+    let model = ctx.store.security().await.unwrap();
+    assert_eq!(model.of_user("jsmith").count(), 2);
+    assert_eq!(model.of_group("developers").count(), 1);
+
+    assert!(ctx.store.delete_permission(stored[2].id).await.unwrap());
+    assert!(!ctx.store.delete_permission(stored[2].id).await.unwrap());
+    assert!(!ctx.store.delete_permission(999_999).await.unwrap());
+    ctx.store.close().await;
+    let reopened = ctx.open_again().await;
+    let kept: Vec<Permission> = expected
+        .into_iter()
+        .filter(|p| p.id != stored[2].id)
+        .collect();
+    assert_eq!(permissions(&*reopened).await, kept, "committed");
+    reopened.close().await;
+}
+
+async fn permissions_of_unknown_subjects_are_refused(ctx: Ctx) {
+    let before = permissions(&*ctx.store).await;
+    match ctx
+        .store
+        .add_permission(grant(user("ghost"), Task::ViewPackages, Scope::Global))
+        .await
+    {
+        Err(StoreError::UnknownUser(name)) => assert_eq!(name, "ghost"),
+        other => panic!("{other:?}"),
+    }
+    match ctx
+        .store
+        .add_permission(grant(group("Ghosts"), Task::ViewPackages, Scope::Global))
+        .await
+    {
+        Err(StoreError::UnknownGroup(name)) => assert_eq!(name, "Ghosts"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(permissions(&*ctx.store).await, before);
+}
+
+async fn groups_are_created_edited_listed_and_deleted(ctx: Ctx) {
+    for name in ["Bob", "ann", "Carl"] {
+        ctx.store.create_user(new_user(name)).await.unwrap();
+    }
+    let qa = ctx
+        .store
+        .create_group(group_of("QA", &["BOB", "Ann", "bob"]))
+        .await
+        .unwrap();
+    assert_eq!(qa, group_of("QA", &["ann", "Bob"]), "canonical, by name");
+    assert_eq!(groups_of(&*ctx.store, "bob").await, ["Developers", "QA"]);
+    assert!(matches!(
+        ctx.store.create_group(group_of("qa", &[])).await,
+        Err(StoreError::DuplicateGroup)
+    ));
+    assert!(matches!(
+        ctx.store
+            .create_group(group_of("administrators", &[]))
+            .await,
+        Err(StoreError::DuplicateGroup)
+    ));
+    ctx.store
+        .create_group(group_of("Auditors", &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.store.list_groups().await.unwrap(),
+        [
+            group_of("Administrators", &[]),
+            group_of("Auditors", &[]),
+            group_of("Developers", &["ann", "Bob", "Carl"]),
+            group_of("QA", &["ann", "Bob"]),
+        ]
+    );
+
+    let edited = ctx
+        .store
+        .edit_group(group_of("qa", &["carl", "Bob"]))
+        .await
+        .unwrap();
+    assert_eq!(edited, Some(group_of("QA", &["Bob", "Carl"])));
+    assert_eq!(groups_of(&*ctx.store, "ann").await, ["Developers"]);
+    assert_eq!(groups_of(&*ctx.store, "carl").await, ["Developers", "QA"]);
+    assert_eq!(
+        ctx.store.edit_group(group_of("Nobody", &[])).await.unwrap(),
+        None
+    );
+
+    let on_qa = ctx
+        .store
+        .add_permission(grant(group("qa"), Task::ViewPackages, Scope::Global))
+        .await
+        .unwrap();
+    assert!(ctx.store.delete_group("Qa").await.unwrap());
+    assert!(!ctx.store.delete_group("QA").await.unwrap());
+    assert!(
+        permissions(&*ctx.store)
+            .await
+            .iter()
+            .all(|p| p.id != on_qa.id),
+        "its permissions go with it"
+    );
+    assert_eq!(groups_of(&*ctx.store, "bob").await, ["Developers"]);
+    assert_eq!(groups_of(&*ctx.store, "carl").await, ["Developers"]);
+    let names: Vec<String> = ctx
+        .store
+        .list_groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(names, ["Administrators", "Auditors", "Developers"]);
+    for name in ["Administrators", "ADMINISTRATORS"] {
+        assert!(matches!(
+            ctx.store.delete_group(name).await,
+            Err(StoreError::ProtectedGroup)
+        ));
+    }
+}
+
+async fn group_writes_with_unknown_members_change_nothing(ctx: Ctx) {
+    ctx.store.create_user(new_user("Bob")).await.unwrap();
+    match ctx
+        .store
+        .create_group(group_of("QA", &["Bob", "ghost"]))
+        .await
+    {
+        Err(StoreError::UnknownUser(name)) => assert_eq!(name, "ghost"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(groups_of(&*ctx.store, "Bob").await, ["Developers"]);
+    let names: Vec<String> = ctx
+        .store
+        .list_groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(names, ["Administrators", "Developers"], "rolled back");
+    match ctx
+        .store
+        .edit_group(group_of("developers", &["ghost"]))
+        .await
+    {
+        Err(StoreError::UnknownUser(name)) => assert_eq!(name, "ghost"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(groups_of(&*ctx.store, "Bob").await, ["Developers"]);
+}
+
+async fn user_groups_take_the_groups_spelling_and_unknown_groups_are_created(ctx: Ctx) {
+    let u = ctx
+        .store
+        .create_user(UserChange {
+            groups: Some(vec![
+                "administrators".into(),
+                "Testers".into(),
+                "ADMINISTRATORS".into(),
+                "testers".into(),
+            ]),
+            ..new_user("Tess")
+        })
+        .await
+        .unwrap();
+    assert_eq!(u.groups, ["Administrators", "Testers"]);
+    let updated = ctx
+        .store
+        .update_user(UserChange {
+            name: "tess".into(),
+            groups: Some(vec![
+                "TESTERS".into(),
+                "Ｑａ".into(),
+                "administrators".into(),
+            ]),
+            ..UserChange::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.groups, ["Testers", "Ｑａ", "Administrators"]);
+    assert_eq!(
+        ctx.store.list_groups().await.unwrap(),
+        [
+            group_of("Administrators", &["Tess"]),
+            group_of("Ｑａ", &["Tess"]),
+            group_of("Testers", &["Tess"]),
+        ]
+    );
+    assert!(
+        matches!(
+            ctx.store.create_group(group_of("qa", &[])).await,
+            Err(StoreError::DuplicateGroup)
+        ),
+        "names compare under Unicode folding"
+    );
+}
+
+async fn deleting_a_user_deletes_their_permissions(ctx: Ctx) {
+    ctx.store.create_user(new_user("Dora")).await.unwrap();
+    ctx.store.create_user(new_user("Ed")).await.unwrap();
+    ctx.store
+        .add_permission(grant(user("dora"), Task::ViewPackages, Scope::Global))
+        .await
+        .unwrap();
+    let eds = ctx
+        .store
+        .add_permission(grant(user("ed"), Task::ViewPackages, Scope::Global))
+        .await
+        .unwrap();
+    assert!(ctx.store.delete_user("DORA").await.unwrap());
+    let left = permissions(&*ctx.store).await;
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&eds));
+    ctx.store.create_user(new_user("Dora")).await.unwrap();
+    assert_eq!(
+        ctx.store.security().await.unwrap().of_user("Dora").count(),
+        0,
+        "a new user of the same name inherits nothing"
+    );
+}
+
+async fn no_permission_or_group_write_removes_the_last_administrator(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.create_user(admin("Ann")).await.unwrap();
+    store.create_user(new_user("Bob")).await.unwrap();
+    let admins_grant = permissions(store).await[0].clone();
+    let global = || Scope::Global;
+
+    // Ann is the only administrator.
+    assert!(is_last_admin(
+        store
+            .add_permission(deny(user("ann"), Task::Administer, global()))
+            .await
+    ));
+    assert!(is_last_admin(
+        store
+            .add_permission(deny(group("Administrators"), Task::Administer, global()))
+            .await
+    ));
+    assert!(is_last_admin(
+        store.delete_permission(admins_grant.id).await
+    ));
+    assert!(is_last_admin(
+        store.edit_group(group_of("Administrators", &[])).await
+    ));
+    assert_eq!(admin_names(store).await, ["Ann"], "nothing changed");
+    assert_eq!(
+        permissions(store).await,
+        std::slice::from_ref(&admins_grant)
+    );
+    assert_eq!(groups_of(store, "ann").await, ["Administrators"]);
+    assert_eq!(groups_of(store, "bob").await, ["Developers"]);
+
+    // Denies that do not remove Administer globally are fine.
+    store
+        .add_permission(deny(user("ann"), Task::Administer, Scope::Feed("f".into())))
+        .await
+        .unwrap();
+    store
+        .add_permission(deny(user("ann"), Task::ManageFeed, global()))
+        .await
+        .unwrap();
+
+    // Bob administers through the group Ops; Ann steps down.
+    store.create_group(group_of("Ops", &["bob"])).await.unwrap();
+    let ops_grant = store
+        .add_permission(grant(group("ops"), Task::Administer, global()))
+        .await
+        .unwrap();
+    store.update_user(demote("Ann")).await.unwrap().unwrap();
+    assert_eq!(admin_names(store).await, ["Bob"]);
+    assert!(is_last_admin(store.delete_group("Ops").await));
+    assert!(is_last_admin(store.edit_group(group_of("ops", &[])).await));
+    assert!(is_last_admin(store.delete_permission(ops_grant.id).await));
+    assert!(is_last_admin(store.delete_user("bob").await));
+    assert!(is_last_admin(
+        store
+            .update_user(UserChange {
+                name: "bob".into(),
+                groups: Some(vec!["Developers".into()]),
+                ..UserChange::default()
+            })
+            .await
+    ));
+    assert_eq!(admin_names(store).await, ["Bob"]);
+    assert_eq!(groups_of(store, "bob").await, ["Developers", "Ops"]);
+
+    // With another administrator, each of those goes through.
+    store
+        .edit_group(group_of("Administrators", &["Ann"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.delete_permission(ops_grant.id).await.unwrap());
+    assert!(store.delete_group("ops").await.unwrap());
+    assert_eq!(admin_names(store).await, ["Ann"]);
+}
+
+/// A database without administrators who can log in (e.g. only `Admin`
+/// without a password) accepts any change: there was none to lose.
+async fn the_administrator_check_counts_only_when_there_was_one(ctx: Ctx) {
+    let store = &*ctx.store;
+    store
+        .create_user(UserChange {
+            password_hash: Some(String::new()),
+            ..admin("Nopass")
+        })
+        .await
+        .unwrap();
+    store.create_user(new_user("Bob")).await.unwrap();
+    assert!(admin_names(store).await.is_empty());
+    let denied = store
+        .add_permission(deny(
+            group("administrators"),
+            Task::Administer,
+            Scope::Global,
+        ))
+        .await
+        .unwrap();
+    assert!(store.delete_permission(denied.id).await.unwrap());
+    store
+        .edit_group(group_of("Administrators", &["bob"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(admin_names(store).await, ["Bob"]);
+}
+
+/// Two administrators, one through `Administrators`, one through a grant of
+/// their own, removed at the same moment by a group edit and a permission
+/// delete: one succeeds, the other is refused, every round.
+async fn concurrent_permission_and_group_writes_leave_an_administrator(ctx: Ctx) {
+    let store = ctx.store.clone();
+    let mut old_grants = Vec::new();
+    for round in 0..15 {
+        let (a, b) = (format!("a{round}"), format!("b{round}"));
+        store.create_user(admin(&a)).await.unwrap();
+        store.create_user(new_user(&b)).await.unwrap();
+        let b_grant = store
+            .add_permission(grant(user(&b), Task::Administer, Scope::Global))
+            .await
+            .unwrap();
+        // Only this round's pair administers.
+        store
+            .edit_group(group_of("Administrators", &[&a]))
+            .await
+            .unwrap();
+        for id in old_grants.drain(..) {
+            store.delete_permission(id).await.unwrap();
+        }
+        let (ra, rb) = tokio::join!(
+            store.edit_group(group_of("Administrators", &[])),
+            store.delete_permission(b_grant.id)
+        );
+        let refused = usize::from(matches!(ra, Err(StoreError::LastAdministrator)))
+            + usize::from(matches!(rb, Err(StoreError::LastAdministrator)));
+        assert_eq!(refused, 1, "round {round}: {ra:?} {rb:?}");
+        assert_eq!(admin_names(&*store).await.len(), 1, "round {round}");
+        if rb.is_err() {
+            old_grants.push(b_grant.id);
+        }
+    }
+}
+
+async fn the_cached_security_model_changes_with_every_write(ctx: Ctx) {
+    let cache = store::CachedStore::new(ctx.store.clone());
+    let first = cache.security().await.unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &cache.security().await.unwrap()),
+        "served from memory"
+    );
+    let ann = cache.create_user(admin("Ann")).await.unwrap();
+    cache.create_user(new_user("Bob")).await.unwrap();
+    let added = cache
+        .add_permission(grant(user("bob"), Task::Administer, Scope::Global))
+        .await
+        .unwrap();
+    assert!(cache
+        .security()
+        .await
+        .unwrap()
+        .permissions()
+        .contains(&added));
+    let bob = cache.user_login("bob").await.unwrap().unwrap().user;
+    assert!(policy::is_admin(&cache.security().await.unwrap(), &bob));
+    assert!(cache.delete_permission(added.id).await.unwrap());
+    assert!(!policy::is_admin(&cache.security().await.unwrap(), &bob));
+
+    // Group edits reach the users (and keys) the cache holds.
+    cache.create_group(group_of("Ops", &["bob"])).await.unwrap();
+    let ops = cache
+        .add_permission(grant(group("Ops"), Task::Administer, Scope::Global))
+        .await
+        .unwrap();
+    let bob = cache.user_login("bob").await.unwrap().unwrap().user;
+    assert_eq!(bob.groups, ["Developers", "Ops"]);
+    assert!(policy::is_admin(&cache.security().await.unwrap(), &bob));
+    cache.edit_group(group_of("ops", &[])).await.unwrap();
+    let bob = cache.user_login("bob").await.unwrap().unwrap().user;
+    assert_eq!(bob.groups, ["Developers"]);
+    cache.edit_group(group_of("ops", &["Bob"])).await.unwrap();
+    assert!(cache.delete_group("ops").await.unwrap());
+    assert!(!cache.security().await.unwrap().permissions().contains(&ops));
+    assert_eq!(
+        cache.user_login("bob").await.unwrap().unwrap().user.groups,
+        ["Developers"]
+    );
+
+    // A refused write leaves the model as it was.
+    let before = cache.security().await.unwrap();
+    assert!(is_last_admin(
+        cache
+            .add_permission(deny(user("ann"), Task::Administer, Scope::Global))
+            .await
+    ));
+    assert_eq!(
+        cache.security().await.unwrap().permissions(),
+        before.permissions()
+    );
+    assert!(policy::is_admin(&cache.security().await.unwrap(), &ann));
+    // The cache and the store agree.
+    assert_eq!(
+        cache.security().await.unwrap().permissions(),
+        ctx.store.security().await.unwrap().permissions()
+    );
+}
+
+/// A database migrated before its users' groups were stored gets them at open.
+async fn opening_an_old_database_adds_the_groups_its_users_name(ctx: Ctx) {
+    ctx.store
+        .create_user(UserChange {
+            groups: Some(vec!["Ｄevs".into(), "Admins-2".into()]),
+            ..new_user("Old")
+        })
+        .await
+        .unwrap();
+    ctx.store.close().await;
+    let sql = "DELETE FROM groups WHERE name <> 'Administrators'";
+    match &ctx.backend {
+        Backend::Sqlite(_) => {
+            use sqlx::{Connection, Executor};
+            let mut conn = sqlx::SqliteConnection::connect(&ctx.url).await.unwrap();
+            conn.execute(sql).await.unwrap();
+            conn.close().await.unwrap();
+        }
+        Backend::Postgres(_) => {
+            use sqlx::{Connection, Executor};
+            let mut conn = sqlx::PgConnection::connect(&ctx.url).await.unwrap();
+            conn.execute(sql).await.unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+    let reopened = ctx.open_again().await;
+    assert_eq!(
+        reopened.list_groups().await.unwrap(),
+        [
+            group_of("Administrators", &[]),
+            group_of("Admins-2", &["Old"]),
+            group_of("Ｄevs", &["Old"]),
+        ]
+    );
+    reopened.close().await;
 }

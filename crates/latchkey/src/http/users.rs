@@ -5,7 +5,7 @@ use axum::response::Response;
 use proget_api::{UserEdit, UserInfo};
 
 use super::{empty_ok, json_ok, query_param, AppError, AppState, Caller};
-use crate::domain::{User, UserChange, ADMINISTRATORS};
+use crate::domain::{same_name, User, UserChange, ADMINISTRATORS, ANONYMOUS};
 use crate::keys::may_manage_users;
 use crate::store::StoreError;
 
@@ -121,6 +121,8 @@ fn check_name(name: &str) -> Result<(), AppError> {
         "name must be at most 256 printable characters"
     } else if name.chars().any(invisible) {
         "name cannot contain invisible or formatting characters (zero-width, direction overrides, …)"
+    } else if same_name(name, ANONYMOUS) {
+        "name: Anonymous is reserved"
     } else {
         return Ok(());
     };

@@ -1,6 +1,7 @@
 //! A read-through cache in front of a store that only this process writes
 //! (the embedded SQLite database), so that verifying a key, listing a user's
-//! keys and looking up a login cost no database round trip.
+//! keys, looking up a login and reading the permissions snapshot cost no
+//! database round trip.
 //!
 //! Coherence: every write goes through this type, which invalidates after the
 //! inner store has committed and before it returns, so a `200` is only sent
@@ -18,7 +19,8 @@ use axum::body::Bytes;
 
 use super::{JsonPage, Store, StoreError};
 use crate::domain::{
-    name_key, KeyDigest, KeyId, NewKey, StoredKey, User, UserChange, UserId, UserLogin,
+    name_key, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission, PermissionId,
+    SecurityModel, StoredKey, User, UserChange, UserId, UserLogin,
 };
 use proget_api::ApiKeyInfo;
 
@@ -35,6 +37,8 @@ struct State {
     placed: HashMap<KeyId, Placement>,
     lists: HashMap<UserId, CachedList>,
     logins: HashMap<String, UserLogin>,
+    /// Every permission, as the policy reads them; `None` until read.
+    security: Option<Arc<SecurityModel>>,
 }
 
 /// A user's personal keys, and the same list serialised for the wire.
@@ -106,6 +110,17 @@ impl CachedStore {
         let mut s = self.write();
         s.generation += 1;
         change(&mut s);
+    }
+
+    /// Forgets everything: users' names and groups are copied into cached
+    /// keys and logins, and the permissions decide who is an administrator.
+    fn start_over(&self) {
+        self.invalidate(|s| {
+            *s = State {
+                generation: s.generation,
+                ..State::default()
+            }
+        });
     }
 
     /// A user's personal keys, from the cache or read (and cached) with their JSON.
@@ -251,30 +266,70 @@ impl Store for CachedStore {
     }
 
     async fn create_user(&self, user: UserChange) -> Result<User, StoreError> {
-        // Nothing cached can mention a user that did not exist (only hits are cached).
-        self.inner.create_user(user).await
+        // Nothing cached can mention a user that did not exist (only hits are
+        // cached), but the user may have created groups.
+        let created = self.inner.create_user(user).await;
+        self.invalidate(|s| s.security = None);
+        created
     }
 
     async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError> {
         // Groups (administrator or not) and names are copied into cached keys: start over.
         let updated = self.inner.update_user(change).await;
-        self.invalidate(|s| {
-            *s = State {
-                generation: s.generation,
-                ..State::default()
-            }
-        });
+        self.start_over();
         updated
     }
 
     async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
         let deleted = self.inner.delete_user(name).await;
-        self.invalidate(|s| {
-            *s = State {
-                generation: s.generation,
-                ..State::default()
+        self.start_over();
+        deleted
+    }
+
+    async fn security(&self) -> Result<Arc<SecurityModel>, StoreError> {
+        let generation = {
+            let s = self.read();
+            if let Some(model) = &s.security {
+                return Ok(model.clone());
             }
-        });
+            s.generation
+        };
+        let model = self.inner.security().await?;
+        self.fill(generation, |s| s.security = Some(model.clone()));
+        Ok(model)
+    }
+
+    async fn add_permission(&self, permission: NewPermission) -> Result<Permission, StoreError> {
+        let added = self.inner.add_permission(permission).await;
+        self.invalidate(|s| s.security = None);
+        added
+    }
+
+    async fn delete_permission(&self, id: PermissionId) -> Result<bool, StoreError> {
+        let deleted = self.inner.delete_permission(id).await;
+        self.invalidate(|s| s.security = None);
+        deleted
+    }
+
+    async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
+        self.inner.list_groups().await
+    }
+
+    async fn create_group(&self, group: Group) -> Result<Group, StoreError> {
+        let created = self.inner.create_group(group).await;
+        self.start_over();
+        created
+    }
+
+    async fn edit_group(&self, group: Group) -> Result<Option<Group>, StoreError> {
+        let edited = self.inner.edit_group(group).await;
+        self.start_over();
+        edited
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
+        let deleted = self.inner.delete_group(name).await;
+        self.start_over();
         deleted
     }
 
@@ -283,7 +338,9 @@ impl Store for CachedStore {
     }
 
     async fn create_first_user(&self, user: UserChange) -> Result<bool, StoreError> {
-        self.inner.create_first_user(user).await
+        let created = self.inner.create_first_user(user).await;
+        self.invalidate(|s| s.security = None);
+        created
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {

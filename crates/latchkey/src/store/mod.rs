@@ -21,8 +21,9 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    name_key, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission, PermissionId,
-    SecurityModel, StoredKey, User, UserChange, UserId, UserLogin,
+    name_key, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission, PermissionId, Scope,
+    SecurityModel, StoredKey, Subject, User, UserChange, UserId, UserLogin, ADMINISTRATORS,
+    ANONYMOUS,
 };
 
 /// A failure of the storage layer.
@@ -145,14 +146,17 @@ pub trait Store: Send + Sync + 'static {
     /// e-mail contains `search` (case-insensitively).
     async fn list_users(&self, search: Option<&str>) -> Result<Vec<User>, StoreError>;
     /// Creates a user; [`StoreError::DuplicateUser`] when the name exists.
+    /// Its groups take the spelling of existing groups (case-insensitively),
+    /// unknown ones are created, duplicates dropped (as on update).
     async fn create_user(&self, user: UserChange) -> Result<User, StoreError>;
     /// Updates a user; `None` when no user has this name;
     /// [`StoreError::LastAdministrator`] (and nothing changed) when the
     /// change would leave no administrator who can log in.
     async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError>;
-    /// Deletes a user and their personal keys in one transaction; `false`
-    /// when no user had this name; [`StoreError::LastAdministrator`] (and
-    /// nothing deleted) when no administrator who can log in would remain.
+    /// Deletes a user, their personal keys and their permissions in one
+    /// transaction; `false` when no user had this name;
+    /// [`StoreError::LastAdministrator`] (and nothing deleted) when no
+    /// administrator who can log in would remain.
     async fn delete_user(&self, name: &str) -> Result<bool, StoreError>;
     /// Whether any user exists (an empty database gets the first `Admin`).
     async fn has_users(&self) -> Result<bool, StoreError>;
@@ -161,50 +165,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every permission, as the snapshot the policy evaluates (the hot path
     /// on every authenticated request: the cache keeps it in memory).
-    async fn security(&self) -> Result<Arc<SecurityModel>, StoreError> {
-        Ok(Arc::new(SecurityModel::new(vec![
-            crate::domain::administrators_grant().with_id(1),
-        ])))
-    }
+    async fn security(&self) -> Result<Arc<SecurityModel>, StoreError>;
     /// Adds a permission. [`StoreError::UnknownUser`] / [`StoreError::UnknownGroup`]
     /// when its subject does not exist (`Anonymous` always does);
     /// [`StoreError::LastAdministrator`] (and nothing added) when a deny
     /// would leave no administrator who can log in.
-    async fn add_permission(&self, permission: NewPermission) -> Result<Permission, StoreError> {
-        let _ = permission;
-        Err(StoreError::Other(anyhow::anyhow!("not implemented yet")))
-    }
+    async fn add_permission(&self, permission: NewPermission) -> Result<Permission, StoreError>;
     /// Deletes a permission; `false` when no permission had this id;
     /// [`StoreError::LastAdministrator`] (and nothing deleted) when no
     /// administrator who can log in would remain.
-    async fn delete_permission(&self, id: PermissionId) -> Result<bool, StoreError> {
-        let _ = id;
-        Err(StoreError::Other(anyhow::anyhow!("not implemented yet")))
-    }
+    async fn delete_permission(&self, id: PermissionId) -> Result<bool, StoreError>;
     /// Every group with its members, ordered by name.
-    async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
-        Err(StoreError::Other(anyhow::anyhow!("not implemented yet")))
-    }
+    async fn list_groups(&self) -> Result<Vec<Group>, StoreError>;
     /// Creates a group; [`StoreError::DuplicateGroup`] when the name exists,
     /// [`StoreError::UnknownUser`] when a member does not.
-    async fn create_group(&self, group: Group) -> Result<Group, StoreError> {
-        let _ = group;
-        Err(StoreError::Other(anyhow::anyhow!("not implemented yet")))
-    }
+    async fn create_group(&self, group: Group) -> Result<Group, StoreError>;
     /// Replaces a group's members; `None` when no group has this name;
     /// [`StoreError::UnknownUser`] or [`StoreError::LastAdministrator`] (and
     /// nothing changed) as for the other writes.
-    async fn edit_group(&self, group: Group) -> Result<Option<Group>, StoreError> {
-        let _ = group;
-        Err(StoreError::Other(anyhow::anyhow!("not implemented yet")))
-    }
+    async fn edit_group(&self, group: Group) -> Result<Option<Group>, StoreError>;
     /// Deletes a group, its memberships and its permissions in one
     /// transaction; `false` when no group had this name;
     /// [`StoreError::ProtectedGroup`] for `Administrators`.
-    async fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
-        let _ = name;
-        Err(StoreError::Other(anyhow::anyhow!("not implemented yet")))
-    }
+    async fn delete_group(&self, name: &str) -> Result<bool, StoreError>;
 
     /// The value of an installation setting, e.g. the secret's fingerprint.
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError>;
@@ -385,7 +368,6 @@ pub(crate) fn unix_now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Whether a database error is a unique-constraint violation.
 /// After an upgrade that changed [`name_key`], the users whose stored key
 /// differs, as `(id, name, new key)`; the back ends rewrite them at start.
 pub(crate) fn stale_name_keys(rows: Vec<(i64, String, String)>) -> Vec<(i64, String, String)> {
@@ -405,6 +387,241 @@ pub(crate) fn name_key_clash(name: &str) {
     );
 }
 
+/// Whether a database error is a unique-constraint violation.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// The columns every permission query selects.
+pub(crate) const PERMISSION_COLUMNS: &str =
+    "id, user_name, group_name, task, feed, feed_group, deny FROM permissions";
+
+/// A permission row as both back ends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PermissionRow {
+    id: i64,
+    user_name: Option<String>,
+    group_name: Option<String>,
+    task: String,
+    feed: Option<String>,
+    feed_group: Option<String>,
+    deny: bool,
+}
+
+impl TryFrom<PermissionRow> for Permission {
+    type Error = StoreError;
+
+    fn try_from(r: PermissionRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| {
+            StoreError::Other(anyhow::anyhow!("corrupt permission row {}: {what}", r.id))
+        };
+        let subject = match (r.user_name, r.group_name) {
+            (Some(user), None) => Subject::User(user),
+            (None, Some(group)) => Subject::Group(group),
+            _ => return Err(corrupt("subject")),
+        };
+        let scope = match (r.feed, r.feed_group) {
+            (None, None) => Scope::Global,
+            (Some(feed), None) => Scope::Feed(feed),
+            (None, Some(group)) => Scope::FeedGroup(group),
+            _ => return Err(corrupt("scope")),
+        };
+        Ok(Permission {
+            id: r.id,
+            subject,
+            task: r.task.parse().map_err(|_| corrupt("task"))?,
+            scope,
+            deny: r.deny,
+        })
+    }
+}
+
+/// A permission's columns as stored: `(user_name, user_key, group_name,
+/// group_key, task, feed, feed_group)`.
+pub(crate) type PermissionColumns = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    &'static str,
+    Option<String>,
+    Option<String>,
+);
+
+/// The stored columns of a permission whose subject has its canonical spelling.
+pub(crate) fn permission_columns(p: &NewPermission) -> PermissionColumns {
+    let (user, group) = match &p.subject {
+        Subject::User(n) => (Some(n.clone()), None),
+        Subject::Group(n) => (None, Some(n.clone())),
+    };
+    let (feed, feed_group) = match &p.scope {
+        Scope::Global => (None, None),
+        Scope::Feed(f) => (Some(f.clone()), None),
+        Scope::FeedGroup(g) => (None, Some(g.clone())),
+    };
+    (
+        user.clone(),
+        user.as_deref().map(name_key),
+        group.clone(),
+        group.as_deref().map(name_key),
+        p.task.name(),
+        feed,
+        feed_group,
+    )
+}
+
+/// Whether a user name is the special `Anonymous`.
+pub(crate) fn is_anonymous(name: &str) -> bool {
+    name_key(name) == name_key(ANONYMOUS)
+}
+
+/// Whether a group name is the protected `Administrators`.
+pub(crate) fn is_administrators(name: &str) -> bool {
+    name_key(name) == name_key(ADMINISTRATORS)
+}
+
+/// The query the last-administrator check reads users with.
+pub(crate) const ADMIN_ROWS: &str =
+    "SELECT name, groups, password_hash <> '' AS can_log_in FROM users";
+
+/// What the last-administrator check needs of a user.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AdminRow {
+    name: String,
+    groups: String,
+    can_log_in: bool,
+}
+
+/// How many users who can log in (have a password) are administrators under
+/// these permissions, by [`crate::policy::is_admin`].
+pub(crate) fn count_admins(
+    permissions: Vec<Permission>,
+    users: Vec<AdminRow>,
+) -> Result<usize, StoreError> {
+    let model = SecurityModel::new(permissions);
+    let mut count = 0;
+    for row in users.into_iter().filter(|r| r.can_log_in) {
+        let user = User {
+            id: 0,
+            name: row.name,
+            display_name: None,
+            email: None,
+            groups: decode_groups(&row.groups)?,
+        };
+        if crate::policy::is_admin(&model, &user) {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// The outcome of a guarded write: [`StoreError::LastAdministrator`] when
+/// there were administrators who can log in before and none after.
+pub(crate) fn check_admins(before: usize, after: usize) -> Result<(), StoreError> {
+    if before > 0 && after == 0 {
+        Err(StoreError::LastAdministrator)
+    } else {
+        Ok(())
+    }
+}
+
+/// A user's requested groups resolved against the existing ones (`existing`:
+/// the groups table's names): deduplicated case-insensitively, existing
+/// groups with their own spelling. Returns the groups to store and the
+/// names of groups to create.
+pub(crate) fn resolve_groups(
+    requested: &[String],
+    existing: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let known: std::collections::HashMap<String, &String> =
+        existing.iter().map(|g| (name_key(g), g)).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut groups = Vec::new();
+    let mut new = Vec::new();
+    for name in requested {
+        let key = name_key(name);
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        match known.get(&key) {
+            Some(spelling) => groups.push((*spelling).clone()),
+            None => {
+                groups.push(name.clone());
+                new.push(name.clone());
+            }
+        }
+    }
+    (groups, new)
+}
+
+/// A user's stored groups with `group` added (`in_group`) or removed;
+/// `None` when that changes nothing.
+pub(crate) fn set_membership(
+    groups_json: &str,
+    group: &str,
+    in_group: bool,
+) -> Result<Option<String>, StoreError> {
+    let groups = decode_groups(groups_json)?;
+    let key = name_key(group);
+    let member = groups.iter().any(|g| name_key(g) == key);
+    if member == in_group {
+        return Ok(None);
+    }
+    let changed: Vec<String> = if in_group {
+        groups.into_iter().chain([group.to_owned()]).collect()
+    } else {
+        groups.into_iter().filter(|g| name_key(g) != key).collect()
+    };
+    Ok(Some(encode_groups(&changed)))
+}
+
+/// Groups with their members, ordered by name (members too, by name key):
+/// `groups` are the groups table's names, `users` each user's `(name, groups)`.
+pub(crate) fn groups_with_members(
+    groups: Vec<String>,
+    users: Vec<(String, String)>,
+) -> Result<Vec<Group>, StoreError> {
+    let mut members: std::collections::HashMap<String, Vec<(String, String)>> =
+        std::collections::HashMap::new();
+    for (user, groups_json) in users {
+        let user_key = name_key(&user);
+        let mut seen = std::collections::HashSet::new();
+        for g in decode_groups(&groups_json)? {
+            let key = name_key(&g);
+            if seen.insert(key.clone()) {
+                members
+                    .entry(key)
+                    .or_default()
+                    .push((user_key.clone(), user.clone()));
+            }
+        }
+    }
+    let mut out: Vec<(String, Group)> = groups
+        .into_iter()
+        .map(|name| {
+            let key = name_key(&name);
+            let mut m = members.remove(&key).unwrap_or_default();
+            m.sort();
+            let group = Group {
+                name,
+                members: m.into_iter().map(|(_, n)| n).collect(),
+            };
+            (key, group)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out.into_iter().map(|(_, g)| g).collect())
+}
+
+/// The groups named in users' groups that the groups table lacks, one
+/// spelling per name key (`users_groups`: each user's groups column).
+pub(crate) fn missing_groups(
+    existing: &[String],
+    users_groups: Vec<String>,
+) -> Result<Vec<String>, StoreError> {
+    let mut all = Vec::new();
+    for json in users_groups {
+        all.extend(decode_groups(&json)?);
+    }
+    Ok(resolve_groups(&all, existing).1)
 }

@@ -9,15 +9,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgPool, Postgres};
+use sqlx::{Executor, PgConnection, PgPool, Postgres};
 
 use super::{
-    encode_groups, is_unique_violation, join_values, migrate_error, name_key_clash,
-    newest_migration, stale_name_keys, unix_now, KeyRow, Store, StoreError, UserRow, KEY_COLUMNS,
-    USER_COLUMNS,
+    check_admins, count_admins, encode_groups, groups_with_members, is_administrators,
+    is_anonymous, is_unique_violation, join_values, migrate_error, missing_groups, name_key_clash,
+    newest_migration, permission_columns, resolve_groups, set_membership, stale_name_keys,
+    unix_now, AdminRow, KeyRow, PermissionRow, Store, StoreError, UserRow, ADMIN_ROWS, KEY_COLUMNS,
+    PERMISSION_COLUMNS, USER_COLUMNS,
 };
 use crate::domain::{
-    name_key, KeyDigest, KeyId, NewKey, StoredKey, User, UserChange, UserId, UserLogin,
+    name_key, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission, PermissionId,
+    SecurityModel, StoredKey, Subject, User, UserChange, UserId, UserLogin, ANONYMOUS,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -28,8 +31,9 @@ const MAX_CONNECTIONS: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Advisory lock that serialises first-user creation across nodes.
 const FIRST_USER_LOCK: i64 = 0x6c61_7463_686b_0001;
-/// Advisory lock serialising user edits and deletions across nodes, so that
-/// two concurrent demotions cannot both see the other administrator remain.
+/// Advisory lock serialising writes to users, groups and permissions across
+/// nodes, so that two concurrent demotions cannot both see the other
+/// administrator remain.
 const USER_WRITE_LOCK: i64 = 0x6c61_7463_686b_0002;
 
 /// PostgreSQL storage.
@@ -83,31 +87,153 @@ impl PostgresStore {
                 }
             }
         }
+        let mut tx = pool.begin().await?;
+        lock_writes(&mut tx).await?;
+        add_missing_groups(&mut tx).await?;
+        tx.commit().await?;
         Ok(PostgresStore { pool })
     }
 }
 
-/// Administrators who can log in: members of `Administrators` with a password.
-async fn count_admins<'e, E: Executor<'e, Database = Postgres>>(
-    exec: E,
-) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM users u WHERE u.password_hash <> '' AND EXISTS \
-         (SELECT 1 FROM json_array_elements_text(u.groups::json) g WHERE lower(g) = 'administrators')",
-    )
-    .fetch_one(exec)
-    .await?)
+/// Every permission, ordered by id.
+async fn load_permissions(conn: &mut PgConnection) -> Result<Vec<Permission>, StoreError> {
+    let rows: Vec<PermissionRow> =
+        sqlx::query_as(&format!("SELECT {PERMISSION_COLUMNS} ORDER BY id"))
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.into_iter().map(Permission::try_from).collect()
 }
 
-/// Takes [`USER_WRITE_LOCK`] for the transaction, then counts administrators.
-async fn lock_users_and_count_admins(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-) -> Result<i64, StoreError> {
+/// Administrators who can log in, by the policy over the stored permissions.
+/// Callers hold [`USER_WRITE_LOCK`] (see [`lock_and_count_admins`]).
+async fn admins(conn: &mut PgConnection) -> Result<usize, StoreError> {
+    let permissions = load_permissions(conn).await?;
+    let users: Vec<AdminRow> = sqlx::query_as(ADMIN_ROWS).fetch_all(&mut *conn).await?;
+    count_admins(permissions, users)
+}
+
+/// The names in the groups table.
+async fn group_names(conn: &mut PgConnection) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT name FROM groups")
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+/// The stored spelling of a group's name.
+async fn group_name(conn: &mut PgConnection, name: &str) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT name FROM groups WHERE name_key = $1")
+            .bind(name_key(name))
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
+}
+
+/// Adds groups to the groups table (those already there are kept).
+async fn insert_groups(conn: &mut PgConnection, names: &[String]) -> Result<(), StoreError> {
+    for name in names {
+        sqlx::query(
+            "INSERT INTO groups (name, name_key, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name_key) DO NOTHING",
+        )
+        .bind(name)
+        .bind(name_key(name))
+        .bind(unix_now())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A user's requested groups in their stored form, creating unknown groups.
+async fn store_groups(conn: &mut PgConnection, requested: &[String]) -> Result<String, StoreError> {
+    let (groups, new) = resolve_groups(requested, &group_names(conn).await?);
+    insert_groups(conn, &new).await?;
+    Ok(encode_groups(&groups))
+}
+
+/// Every user's `(id, name, groups)`.
+async fn memberships(conn: &mut PgConnection) -> Result<Vec<(i64, String, String)>, StoreError> {
+    Ok(sqlx::query_as("SELECT id, name, groups FROM users")
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+/// Rewrites a user's groups column.
+async fn write_groups(conn: &mut PgConnection, id: i64, groups: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET groups = $1 WHERE id = $2")
+        .bind(groups)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Makes exactly the users in `members` (names) members of `group`;
+/// [`StoreError::UnknownUser`] for a member who does not exist. With
+/// `only_add`, nobody is removed.
+async fn set_members(
+    conn: &mut PgConnection,
+    group: &str,
+    members: &[String],
+    only_add: bool,
+) -> Result<(), StoreError> {
+    let users = memberships(conn).await?;
+    let keys: std::collections::HashSet<String> =
+        users.iter().map(|(_, n, _)| name_key(n)).collect();
+    if let Some(unknown) = members.iter().find(|m| !keys.contains(&name_key(m))) {
+        return Err(StoreError::UnknownUser(unknown.clone()));
+    }
+    let wanted: std::collections::HashSet<String> = members.iter().map(|m| name_key(m)).collect();
+    for (id, name, groups) in users {
+        let member = wanted.contains(&name_key(&name));
+        if only_add && !member {
+            continue;
+        }
+        if let Some(changed) = set_membership(&groups, group, member)? {
+            write_groups(conn, id, &changed).await?;
+        }
+    }
+    Ok(())
+}
+
+/// One group with its members.
+async fn fetch_group(conn: &mut PgConnection, name: &str) -> Result<Group, StoreError> {
+    let users = memberships(conn)
+        .await?
+        .into_iter()
+        .map(|(_, n, g)| (n, g))
+        .collect();
+    groups_with_members(vec![name.to_owned()], users)?
+        .pop()
+        .ok_or_else(|| StoreError::Other(anyhow::anyhow!("group {name} vanished")))
+}
+
+/// Adds the groups users name that the groups table lacks (databases made
+/// before groups were stored; the name keys need Unicode folding).
+async fn add_missing_groups(conn: &mut PgConnection) -> Result<(), StoreError> {
+    let groups: Vec<String> = sqlx::query_scalar("SELECT groups FROM users")
+        .fetch_all(&mut *conn)
+        .await?;
+    let missing = missing_groups(&group_names(conn).await?, groups)?;
+    insert_groups(conn, &missing).await
+}
+
+/// Takes [`USER_WRITE_LOCK`] for the transaction, then counts administrators:
+/// every write to users, groups and permissions holds it, so two concurrent
+/// demotions cannot both see the other administrator remain.
+async fn lock_and_count_admins(conn: &mut PgConnection) -> Result<usize, StoreError> {
+    lock_writes(conn).await?;
+    admins(conn).await
+}
+
+/// Takes [`USER_WRITE_LOCK`] for the transaction.
+async fn lock_writes(conn: &mut PgConnection) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(USER_WRITE_LOCK)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
-    count_admins(&mut **tx).await
+    Ok(())
 }
 
 async fn fetch_key<'e, E: Executor<'e, Database = Postgres>>(
@@ -135,6 +261,7 @@ async fn fetch_user<'e, E: Executor<'e, Database = Postgres>>(
 async fn insert_user<'e, E: Executor<'e, Database = Postgres>>(
     exec: E,
     user: &UserChange,
+    groups: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO users (name, name_key, display_name, email, groups, password_hash, created_at) \
@@ -144,7 +271,7 @@ async fn insert_user<'e, E: Executor<'e, Database = Postgres>>(
     .bind(name_key(&user.name))
     .bind(&user.display_name)
     .bind(&user.email)
-    .bind(encode_groups(user.groups.as_deref().unwrap_or_default()))
+    .bind(groups)
     .bind(user.password_hash.as_deref().unwrap_or_default())
     .bind(unix_now())
     .execute(exec)
@@ -312,7 +439,9 @@ impl Store for PostgresStore {
 
     async fn create_user(&self, user: UserChange) -> Result<User, StoreError> {
         let mut tx = self.pool.begin().await?;
-        match insert_user(&mut *tx, &user).await {
+        lock_writes(&mut tx).await?;
+        let groups = store_groups(&mut tx, user.groups.as_deref().unwrap_or_default()).await?;
+        match insert_user(&mut *tx, &user, &groups).await {
             Ok(()) => {}
             Err(e) if is_unique_violation(&e) => return Err(StoreError::DuplicateUser),
             Err(e) => return Err(e.into()),
@@ -326,7 +455,11 @@ impl Store for PostgresStore {
 
     async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let admins = lock_users_and_count_admins(&mut tx).await?;
+        let before = lock_and_count_admins(&mut tx).await?;
+        let groups = match change.groups.as_deref() {
+            Some(requested) => Some(store_groups(&mut tx, requested).await?),
+            None => None,
+        };
         let done = sqlx::query(
             "UPDATE users SET display_name = coalesce($1, display_name), email = coalesce($2, email), \
              groups = coalesce($3, groups), password_hash = coalesce($4, password_hash) \
@@ -334,7 +467,7 @@ impl Store for PostgresStore {
         )
         .bind(&change.display_name)
         .bind(&change.email)
-        .bind(change.groups.as_deref().map(encode_groups))
+        .bind(groups)
         .bind(&change.password_hash)
         .bind(name_key(&change.name))
         .execute(&mut *tx)
@@ -342,9 +475,7 @@ impl Store for PostgresStore {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        if admins > 0 && count_admins(&mut *tx).await? == 0 {
-            return Err(StoreError::LastAdministrator);
-        }
+        check_admins(before, admins(&mut tx).await?)?;
         let updated = fetch_user(&mut *tx, &change.name).await?;
         tx.commit().await?;
         Ok(updated.map(|l| l.user))
@@ -352,7 +483,7 @@ impl Store for PostgresStore {
 
     async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let admins = lock_users_and_count_admins(&mut tx).await?;
+        let before = lock_and_count_admins(&mut tx).await?;
         let key = name_key(name);
         // Lock the user row first so that a personal key created for this
         // user concurrently either commits before (and is deleted here) or
@@ -373,9 +504,11 @@ impl Store for PostgresStore {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        if admins > 0 && count_admins(&mut *tx).await? == 0 {
-            return Err(StoreError::LastAdministrator);
-        }
+        sqlx::query("DELETE FROM permissions WHERE user_key = $1")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        check_admins(before, admins(&mut tx).await?)?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
@@ -402,12 +535,151 @@ impl Store for PostgresStore {
         if any.is_some() {
             return Ok(false);
         }
-        match insert_user(&mut *tx, &user).await {
+        let groups = store_groups(&mut tx, user.groups.as_deref().unwrap_or_default()).await?;
+        match insert_user(&mut *tx, &user, &groups).await {
             Ok(()) => {}
             // A user of that name was added through the API meanwhile: users exist.
             Err(e) if is_unique_violation(&e) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn security(&self) -> Result<std::sync::Arc<SecurityModel>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let permissions = load_permissions(&mut conn).await?;
+        Ok(std::sync::Arc::new(SecurityModel::new(permissions)))
+    }
+
+    async fn add_permission(&self, permission: NewPermission) -> Result<Permission, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let before = lock_and_count_admins(&mut tx).await?;
+        let subject = match &permission.subject {
+            Subject::User(n) if is_anonymous(n) => Subject::User(ANONYMOUS.to_owned()),
+            Subject::User(n) => {
+                let found: Option<String> =
+                    sqlx::query_scalar("SELECT name FROM users WHERE name_key = $1")
+                        .bind(name_key(n))
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                Subject::User(found.ok_or_else(|| StoreError::UnknownUser(n.clone()))?)
+            }
+            Subject::Group(n) => Subject::Group(
+                group_name(&mut tx, n)
+                    .await?
+                    .ok_or_else(|| StoreError::UnknownGroup(n.clone()))?,
+            ),
+        };
+        let permission = NewPermission {
+            subject,
+            ..permission
+        };
+        let (user, user_key, group, group_key, task, feed, feed_group) =
+            permission_columns(&permission);
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO permissions (user_name, user_key, group_name, group_key, task, feed, \
+             feed_group, deny) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(user)
+        .bind(user_key)
+        .bind(group)
+        .bind(group_key)
+        .bind(task)
+        .bind(feed)
+        .bind(feed_group)
+        .bind(permission.deny)
+        .fetch_one(&mut *tx)
+        .await?;
+        check_admins(before, admins(&mut tx).await?)?;
+        tx.commit().await?;
+        Ok(permission.with_id(id))
+    }
+
+    async fn delete_permission(&self, id: PermissionId) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let before = lock_and_count_admins(&mut tx).await?;
+        let done = sqlx::query("DELETE FROM permissions WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        check_admins(before, admins(&mut tx).await?)?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
+        // One snapshot: the groups and the memberships agree.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
+        let groups = group_names(&mut tx).await?;
+        let users = memberships(&mut tx)
+            .await?
+            .into_iter()
+            .map(|(_, n, g)| (n, g))
+            .collect();
+        groups_with_members(groups, users)
+    }
+
+    async fn create_group(&self, group: Group) -> Result<Group, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock_writes(&mut tx).await?;
+        let inserted =
+            sqlx::query("INSERT INTO groups (name, name_key, created_at) VALUES ($1, $2, $3)")
+                .bind(&group.name)
+                .bind(name_key(&group.name))
+                .bind(unix_now())
+                .execute(&mut *tx)
+                .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::DuplicateGroup),
+            Err(e) => return Err(e.into()),
+        }
+        set_members(&mut tx, &group.name, &group.members, true).await?;
+        let created = fetch_group(&mut tx, &group.name).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn edit_group(&self, group: Group) -> Result<Option<Group>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let before = lock_and_count_admins(&mut tx).await?;
+        let Some(name) = group_name(&mut tx, &group.name).await? else {
+            return Ok(None);
+        };
+        set_members(&mut tx, &name, &group.members, false).await?;
+        check_admins(before, admins(&mut tx).await?)?;
+        let edited = fetch_group(&mut tx, &name).await?;
+        tx.commit().await?;
+        Ok(Some(edited))
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
+        if is_administrators(name) {
+            return Err(StoreError::ProtectedGroup);
+        }
+        let mut tx = self.pool.begin().await?;
+        let before = lock_and_count_admins(&mut tx).await?;
+        let Some(name) = group_name(&mut tx, name).await? else {
+            return Ok(false);
+        };
+        set_members(&mut tx, &name, &[], false).await?;
+        let key = name_key(&name);
+        sqlx::query("DELETE FROM permissions WHERE group_key = $1")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM groups WHERE name_key = $1")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        check_admins(before, admins(&mut tx).await?)?;
         tx.commit().await?;
         Ok(true)
     }

@@ -6,16 +6,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Executor, Sqlite, SqlitePool};
+use sqlx::{Executor, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    encode_groups, is_unique_violation, join_values, migrate_error, name_key_clash,
-    newest_migration, stale_name_keys, unix_now, JsonPage, KeyRow, Store, StoreError, UserRow,
-    KEY_COLUMNS, USER_COLUMNS,
+    check_admins, count_admins, encode_groups, groups_with_members, is_administrators,
+    is_anonymous, is_unique_violation, join_values, migrate_error, missing_groups, name_key_clash,
+    newest_migration, permission_columns, resolve_groups, set_membership, stale_name_keys,
+    unix_now, AdminRow, JsonPage, KeyRow, PermissionRow, Store, StoreError, UserRow, ADMIN_ROWS,
+    KEY_COLUMNS, PERMISSION_COLUMNS, USER_COLUMNS,
 };
 use crate::domain::{
-    name_key, KeyDigest, KeyId, NewKey, StoredKey, User, UserChange, UserId, UserLogin,
+    name_key, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission, PermissionId,
+    SecurityModel, StoredKey, Subject, User, UserChange, UserId, UserLogin, ANONYMOUS,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -142,6 +145,7 @@ impl SqliteStore {
                 }
             }
         }
+        add_missing_groups(&mut *writer.acquire().await?).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -176,14 +180,138 @@ async fn quick_check(writer: &SqlitePool) -> Result<(), StoreError> {
     Err(corrupt(found.join("; ").replace('\n', " ")))
 }
 
-/// Administrators who can log in: members of `Administrators` with a password.
-async fn count_admins<'e, E: Executor<'e, Database = Sqlite>>(exec: E) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM users u WHERE u.password_hash <> '' AND EXISTS \
-         (SELECT 1 FROM json_each(u.groups) g WHERE lower(g.value) = 'administrators')",
+/// Every permission, ordered by id.
+async fn load_permissions(conn: &mut SqliteConnection) -> Result<Vec<Permission>, StoreError> {
+    let rows: Vec<PermissionRow> =
+        sqlx::query_as(&format!("SELECT {PERMISSION_COLUMNS} ORDER BY id"))
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.into_iter().map(Permission::try_from).collect()
+}
+
+/// Administrators who can log in, by the policy over the stored permissions.
+/// One writer connection: writes are serialised, so the count cannot change
+/// under the transaction that reads it.
+async fn admins(conn: &mut SqliteConnection) -> Result<usize, StoreError> {
+    let permissions = load_permissions(conn).await?;
+    let users: Vec<AdminRow> = sqlx::query_as(ADMIN_ROWS).fetch_all(&mut *conn).await?;
+    count_admins(permissions, users)
+}
+
+/// The names in the groups table.
+async fn group_names(conn: &mut SqliteConnection) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT name FROM groups")
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+/// The stored spelling of a group's name.
+async fn group_name(conn: &mut SqliteConnection, name: &str) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT name FROM groups WHERE name_key = ?")
+            .bind(name_key(name))
+            .fetch_optional(&mut *conn)
+            .await?,
     )
-    .fetch_one(exec)
-    .await?)
+}
+
+/// Adds groups to the groups table (those already there are kept).
+async fn insert_groups(conn: &mut SqliteConnection, names: &[String]) -> Result<(), StoreError> {
+    for name in names {
+        sqlx::query(
+            "INSERT INTO groups (name, name_key, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name_key) DO NOTHING",
+        )
+        .bind(name)
+        .bind(name_key(name))
+        .bind(unix_now())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A user's requested groups in their stored form, creating unknown groups.
+async fn store_groups(
+    conn: &mut SqliteConnection,
+    requested: &[String],
+) -> Result<String, StoreError> {
+    let (groups, new) = resolve_groups(requested, &group_names(conn).await?);
+    insert_groups(conn, &new).await?;
+    Ok(encode_groups(&groups))
+}
+
+/// Every user's `(id, name, groups)`.
+async fn memberships(
+    conn: &mut SqliteConnection,
+) -> Result<Vec<(i64, String, String)>, StoreError> {
+    Ok(sqlx::query_as("SELECT id, name, groups FROM users")
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+/// Rewrites a user's groups column.
+async fn write_groups(
+    conn: &mut SqliteConnection,
+    id: i64,
+    groups: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET groups = ? WHERE id = ?")
+        .bind(groups)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Makes exactly the users in `members` (names) members of `group`;
+/// [`StoreError::UnknownUser`] for a member who does not exist. With
+/// `only_add`, nobody is removed.
+async fn set_members(
+    conn: &mut SqliteConnection,
+    group: &str,
+    members: &[String],
+    only_add: bool,
+) -> Result<(), StoreError> {
+    let users = memberships(conn).await?;
+    let keys: std::collections::HashSet<String> =
+        users.iter().map(|(_, n, _)| name_key(n)).collect();
+    if let Some(unknown) = members.iter().find(|m| !keys.contains(&name_key(m))) {
+        return Err(StoreError::UnknownUser(unknown.clone()));
+    }
+    let wanted: std::collections::HashSet<String> = members.iter().map(|m| name_key(m)).collect();
+    for (id, name, groups) in users {
+        let member = wanted.contains(&name_key(&name));
+        if only_add && !member {
+            continue;
+        }
+        if let Some(changed) = set_membership(&groups, group, member)? {
+            write_groups(conn, id, &changed).await?;
+        }
+    }
+    Ok(())
+}
+
+/// One group with its members.
+async fn fetch_group(conn: &mut SqliteConnection, name: &str) -> Result<Group, StoreError> {
+    let users = memberships(conn)
+        .await?
+        .into_iter()
+        .map(|(_, n, g)| (n, g))
+        .collect();
+    groups_with_members(vec![name.to_owned()], users)?
+        .pop()
+        .ok_or_else(|| StoreError::Other(anyhow::anyhow!("group {name} vanished")))
+}
+
+/// Adds the groups users name that the groups table lacks (databases made
+/// before groups were stored; the name keys need Unicode folding).
+async fn add_missing_groups(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let groups: Vec<String> = sqlx::query_scalar("SELECT groups FROM users")
+        .fetch_all(&mut *conn)
+        .await?;
+    let missing = missing_groups(&group_names(conn).await?, groups)?;
+    insert_groups(conn, &missing).await
 }
 
 async fn fetch_key<'e, E: Executor<'e, Database = Sqlite>>(
@@ -373,6 +501,7 @@ impl Store for SqliteStore {
 
     async fn create_user(&self, user: UserChange) -> Result<User, StoreError> {
         let mut tx = self.writer.begin().await?;
+        let groups = store_groups(&mut tx, user.groups.as_deref().unwrap_or_default()).await?;
         let inserted = sqlx::query(
             "INSERT INTO users (name, name_key, display_name, email, groups, password_hash, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -381,7 +510,7 @@ impl Store for SqliteStore {
         .bind(name_key(&user.name))
         .bind(&user.display_name)
         .bind(&user.email)
-        .bind(encode_groups(user.groups.as_deref().unwrap_or_default()))
+        .bind(groups)
         .bind(user.password_hash.as_deref().unwrap_or_default())
         .bind(unix_now())
         .execute(&mut *tx)
@@ -399,17 +528,19 @@ impl Store for SqliteStore {
     }
 
     async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError> {
-        // One writer connection: user writes are serialised, so the count
-        // of administrators cannot change under this transaction.
         let mut tx = self.writer.begin().await?;
-        let admins = count_admins(&mut *tx).await?;
+        let before = admins(&mut tx).await?;
+        let groups = match change.groups.as_deref() {
+            Some(requested) => Some(store_groups(&mut tx, requested).await?),
+            None => None,
+        };
         let done = sqlx::query(
             "UPDATE users SET display_name = coalesce(?, display_name), email = coalesce(?, email), \
              groups = coalesce(?, groups), password_hash = coalesce(?, password_hash) WHERE name_key = ?",
         )
         .bind(&change.display_name)
         .bind(&change.email)
-        .bind(change.groups.as_deref().map(encode_groups))
+        .bind(groups)
         .bind(&change.password_hash)
         .bind(name_key(&change.name))
         .execute(&mut *tx)
@@ -417,9 +548,7 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        if admins > 0 && count_admins(&mut *tx).await? == 0 {
-            return Err(StoreError::LastAdministrator);
-        }
+        check_admins(before, admins(&mut tx).await?)?;
         let updated = fetch_user(&mut *tx, &change.name).await?;
         tx.commit().await?;
         Ok(updated.map(|l| l.user))
@@ -427,7 +556,7 @@ impl Store for SqliteStore {
 
     async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await?;
-        let admins = count_admins(&mut *tx).await?;
+        let before = admins(&mut tx).await?;
         let key = name_key(name);
         sqlx::query(
             "DELETE FROM api_keys WHERE user_id IN (SELECT id FROM users WHERE name_key = ?)",
@@ -439,11 +568,16 @@ impl Store for SqliteStore {
             .bind(&key)
             .execute(&mut *tx)
             .await?;
-        if admins > 0 && count_admins(&mut *tx).await? == 0 {
-            return Err(StoreError::LastAdministrator);
+        if done.rows_affected() == 0 {
+            return Ok(false);
         }
+        sqlx::query("DELETE FROM permissions WHERE user_key = ?")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        check_admins(before, admins(&mut tx).await?)?;
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(true)
     }
 
     async fn has_users(&self) -> Result<bool, StoreError> {
@@ -468,6 +602,140 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn security(&self) -> Result<std::sync::Arc<SecurityModel>, StoreError> {
+        let mut conn = self.readers.acquire().await?;
+        let permissions = load_permissions(&mut conn).await?;
+        Ok(std::sync::Arc::new(SecurityModel::new(permissions)))
+    }
+
+    async fn add_permission(&self, permission: NewPermission) -> Result<Permission, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let before = admins(&mut tx).await?;
+        let subject = match &permission.subject {
+            Subject::User(n) if is_anonymous(n) => Subject::User(ANONYMOUS.to_owned()),
+            Subject::User(n) => {
+                let found: Option<String> =
+                    sqlx::query_scalar("SELECT name FROM users WHERE name_key = ?")
+                        .bind(name_key(n))
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                Subject::User(found.ok_or_else(|| StoreError::UnknownUser(n.clone()))?)
+            }
+            Subject::Group(n) => Subject::Group(
+                group_name(&mut tx, n)
+                    .await?
+                    .ok_or_else(|| StoreError::UnknownGroup(n.clone()))?,
+            ),
+        };
+        let permission = NewPermission {
+            subject,
+            ..permission
+        };
+        let (user, user_key, group, group_key, task, feed, feed_group) =
+            permission_columns(&permission);
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO permissions (user_name, user_key, group_name, group_key, task, feed, \
+             feed_group, deny) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(user)
+        .bind(user_key)
+        .bind(group)
+        .bind(group_key)
+        .bind(task)
+        .bind(feed)
+        .bind(feed_group)
+        .bind(permission.deny)
+        .fetch_one(&mut *tx)
+        .await?;
+        check_admins(before, admins(&mut tx).await?)?;
+        tx.commit().await?;
+        Ok(permission.with_id(id))
+    }
+
+    async fn delete_permission(&self, id: PermissionId) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let before = admins(&mut tx).await?;
+        let done = sqlx::query("DELETE FROM permissions WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        check_admins(before, admins(&mut tx).await?)?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
+        // One snapshot: the groups and the memberships agree.
+        let mut tx = self.readers.begin().await?;
+        let groups = group_names(&mut tx).await?;
+        let users = memberships(&mut tx)
+            .await?
+            .into_iter()
+            .map(|(_, n, g)| (n, g))
+            .collect();
+        groups_with_members(groups, users)
+    }
+
+    async fn create_group(&self, group: Group) -> Result<Group, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let inserted =
+            sqlx::query("INSERT INTO groups (name, name_key, created_at) VALUES (?, ?, ?)")
+                .bind(&group.name)
+                .bind(name_key(&group.name))
+                .bind(unix_now())
+                .execute(&mut *tx)
+                .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::DuplicateGroup),
+            Err(e) => return Err(e.into()),
+        }
+        set_members(&mut tx, &group.name, &group.members, true).await?;
+        let created = fetch_group(&mut tx, &group.name).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn edit_group(&self, group: Group) -> Result<Option<Group>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let before = admins(&mut tx).await?;
+        let Some(name) = group_name(&mut tx, &group.name).await? else {
+            return Ok(None);
+        };
+        set_members(&mut tx, &name, &group.members, false).await?;
+        check_admins(before, admins(&mut tx).await?)?;
+        let edited = fetch_group(&mut tx, &name).await?;
+        tx.commit().await?;
+        Ok(Some(edited))
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
+        if is_administrators(name) {
+            return Err(StoreError::ProtectedGroup);
+        }
+        let mut tx = self.writer.begin().await?;
+        let before = admins(&mut tx).await?;
+        let Some(name) = group_name(&mut tx, name).await? else {
+            return Ok(false);
+        };
+        set_members(&mut tx, &name, &[], false).await?;
+        let key = name_key(&name);
+        sqlx::query("DELETE FROM permissions WHERE group_key = ?")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM groups WHERE name_key = ?")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        check_admins(before, admins(&mut tx).await?)?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {

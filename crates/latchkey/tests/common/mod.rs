@@ -162,6 +162,9 @@ pub struct Options {
     pub database_url: Option<String>,
     /// Environment variables to remove, e.g. `LATCHKEY_ADMIN_PASSWORD` to test the generated default.
     pub unset_env: Vec<String>,
+    /// Runs before the first start with the (not yet created) data directory
+    /// and the PostgreSQL URL, if any: to seed them, e.g. from a fixture.
+    pub prepare: Option<fn(&Path, Option<&str>)>,
 }
 
 /// A running `latchkey serve`, killed on drop.
@@ -199,6 +202,9 @@ impl TestServer {
         }
         let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
         let data_dir = dir.path().join("data");
+        if let Some(prepare) = options.prepare {
+            prepare(&data_dir, options.database_url.as_deref());
+        }
         let mut server = TestServer {
             child: None,
             base: String::new(),

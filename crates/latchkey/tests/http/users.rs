@@ -15,6 +15,7 @@ both_backends!(
     edit_of_groups_grants_and_revokes_administration,
     names_are_case_insensitive_for_look_up_and_keep_their_spelling,
     duplicate_name_is_400,
+    anonymous_is_a_reserved_name,
     add_needs_a_name_and_a_password,
     deleting_a_missing_user_is_200,
     deleting_a_user_deletes_their_personal_keys,
@@ -284,6 +285,26 @@ fn duplicate_name_is_400(backend: Backend) {
     );
     assert_eq!(s.list_keys("alice:second-password").status(), 403);
     assert_eq!(user(&s, "alice").get("displayName"), None);
+}
+
+fn anonymous_is_a_reserved_name(backend: Backend) {
+    let s = TestServer::start(backend);
+    for name in ["Anonymous", "anonymous", "ANONYMOUS", "Ａnonymous"] {
+        let r = add(
+            &s,
+            &s.admin(),
+            &json!({"name": name, "password": "pw-long-enough"}),
+        );
+        assert_eq!(r.status(), 400, "{name}");
+        assert_eq!(r.text().unwrap(), "name: Anonymous is reserved", "{name}");
+    }
+    assert_eq!(names(&s, ""), ["Admin"]);
+    let r = add(
+        &s,
+        &s.admin(),
+        &json!({"name": "Anonymous2", "password": "pw-long-enough"}),
+    );
+    assert_eq!(r.status(), 200, "only the name itself is reserved");
 }
 
 fn add_needs_a_name_and_a_password(backend: Backend) {
