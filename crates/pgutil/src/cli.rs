@@ -10,7 +10,7 @@ use proget_api::{parse_date, Expiration, Logging, PackagePermission, SystemApi};
 #[command(
     name = "pgutil",
     version,
-    about = "Manages API keys, users and sources of a ProGet-compatible server",
+    about = "Manages API keys, users, groups, permissions and sources of a ProGet-compatible server",
     arg_required_else_help = true,
     after_help = "Examples:
   $ pgutil sources add --name=Default --url=https://proget.corp.local/ --api-key=abc12345
@@ -38,7 +38,7 @@ pub enum Command {
   $ pgutil health
   $ pgutil health --source=http://127.0.0.1:8624/")]
     Health(ServerOptions),
-    /// Manages users.
+    /// Manages users, groups, permissions and tasks.
     #[command(subcommand, arg_required_else_help = true)]
     Security(SecurityCommand),
 }
@@ -267,6 +267,187 @@ pub enum SecurityCommand {
     /// Creates, lists and deletes users and sets their passwords.
     #[command(subcommand, arg_required_else_help = true)]
     Users(UsersCommand),
+    /// Lists, adds and deletes permissions: who may do which task where.
+    #[command(subcommand, arg_required_else_help = true)]
+    Permissions(PermissionsCommand),
+    /// Lists, creates, changes and deletes groups of users.
+    #[command(subcommand, arg_required_else_help = true)]
+    Groups(GroupsCommand),
+    /// Lists the built-in tasks and the feed permissions each grants.
+    #[command(subcommand, arg_required_else_help = true)]
+    Tasks(TasksCommand),
+}
+
+/// `pgutil security permissions …`
+#[derive(Debug, Subcommand)]
+pub enum PermissionsCommand {
+    /// Lists every permission, one line each, by id.
+    #[command(after_help = "Examples:
+  $ pgutil security permissions list
+  2: allow Administer globally for group Administrators
+  7: deny Publish Packages on feed npm-internal for user jsmith")]
+    List(ServerOptions),
+    /// Grants (or with --deny, denies) a task to a user or group, globally or on one feed or feed group.
+    #[command(after_help = "Examples:
+  $ pgutil security permissions add --group=Developers --task=\"Publish Packages\" --feed=npm-internal
+  $ pgutil security permissions add --user=jsmith --task=\"Publish Packages\" --feed=npm-internal --deny
+  $ pgutil security permissions add --user=Anonymous --task=\"View & Download Packages\" --feed-group=public
+
+See the task names with `pgutil security tasks list`.")]
+    Add(PermissionsAddArgs),
+    /// Deletes a permission.
+    #[command(after_help = "Examples:
+  $ pgutil security permissions delete --id=7
+
+Find the id of a permission with `pgutil security permissions list`.")]
+    Delete(PermissionsDeleteArgs),
+}
+
+/// Options of `security permissions add`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("subject").args(["user", "group"]).required(true).multiple(false)))]
+#[command(group(ArgGroup::new("scope").args(["feed", "feed_group"]).multiple(false)))]
+pub struct PermissionsAddArgs {
+    /// User the permission applies to (exactly one of --user and --group; Anonymous means no credential).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Group the permission applies to (exactly one of --user and --group).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+    /// Task granted or denied, e.g. "Publish Packages" (see `pgutil security tasks list`).
+    #[arg(long, value_name = "TASK")]
+    pub task: String,
+    /// Only on this feed (default: globally; at most one of --feed and --feed-group).
+    #[arg(long, value_name = "NAME")]
+    pub feed: Option<String>,
+    /// Only on this feed group (default: globally; at most one of --feed and --feed-group).
+    #[arg(long, value_name = "NAME")]
+    pub feed_group: Option<String>,
+    /// Deny the task instead of granting it (a deny wins over any grant).
+    #[arg(long)]
+    pub deny: bool,
+    /// Server and credential.
+    #[command(flatten)]
+    pub server: ServerOptions,
+}
+
+/// Options of `security permissions delete`.
+#[derive(Debug, Args)]
+pub struct PermissionsDeleteArgs {
+    /// Id of the permission to delete.
+    #[arg(long, value_name = "ID", allow_negative_numbers = true)]
+    pub id: i64,
+    /// Server and credential.
+    #[command(flatten)]
+    pub server: ServerOptions,
+}
+
+/// `pgutil security groups …`
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// Lists every group and its members, one line each.
+    #[command(after_help = "Examples:
+  $ pgutil security groups list
+  Administrators: Admin
+  Developers: alice, bob")]
+    List(ServerOptions),
+    /// Creates a group.
+    #[command(after_help = "Examples:
+  $ pgutil security groups add --name=Developers
+  $ pgutil security groups add --name=Developers --members=alice,bob")]
+    Add(GroupsAddArgs),
+    /// Replaces the members of a group.
+    #[command(after_help = "Examples:
+  $ pgutil security groups edit --name=Developers --members=alice,carol
+  $ pgutil security groups edit --name=Developers --members=
+
+--members replaces every member; an empty value leaves the group without members.")]
+    Edit(GroupsEditArgs),
+    /// Deletes a group and its permissions.
+    #[command(after_help = "Examples:
+  $ pgutil security groups delete --name=Developers")]
+    Delete(GroupsDeleteArgs),
+    /// Adds one user to a group.
+    #[command(after_help = "Examples:
+  $ pgutil security groups add-member --name=Developers --user=alice
+
+Reads the group's members, then writes them back with the user added: a
+concurrent change of the same group in between is overwritten.")]
+    AddMember(GroupMemberArgs),
+    /// Removes one user from a group.
+    #[command(after_help = "Examples:
+  $ pgutil security groups remove-member --name=Developers --user=alice
+
+Reads the group's members, then writes them back without the user: a
+concurrent change of the same group in between is overwritten.")]
+    RemoveMember(GroupMemberArgs),
+}
+
+/// Options of `security groups add`.
+#[derive(Debug, Args)]
+pub struct GroupsAddArgs {
+    /// Name of the new group.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Comma-separated user names of its members (default: none).
+    #[arg(long, value_name = "USERS", value_parser = parse_members)]
+    pub members: Option<Members>,
+    /// Server and credential.
+    #[command(flatten)]
+    pub server: ServerOptions,
+}
+
+/// Options of `security groups edit`.
+#[derive(Debug, Args)]
+pub struct GroupsEditArgs {
+    /// Name of the group.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Comma-separated user names that replace the group's members (empty for none).
+    #[arg(long, value_name = "USERS", value_parser = parse_members)]
+    pub members: Members,
+    /// Server and credential.
+    #[command(flatten)]
+    pub server: ServerOptions,
+}
+
+/// Options of `security groups delete`.
+#[derive(Debug, Args)]
+pub struct GroupsDeleteArgs {
+    /// Name of the group to delete.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Server and credential.
+    #[command(flatten)]
+    pub server: ServerOptions,
+}
+
+/// Options of `security groups add-member` and `remove-member`.
+#[derive(Debug, Args)]
+pub struct GroupMemberArgs {
+    /// Name of the group.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Name of the user to add or remove.
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// Server and credential.
+    #[command(flatten)]
+    pub server: ServerOptions,
+}
+
+/// A `--members` value: user names, possibly none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members(pub Vec<String>);
+
+/// `pgutil security tasks …`
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// Lists the tasks and the feed permissions each grants, one line each.
+    #[command(after_help = "Examples:
+  $ pgutil security tasks list
+  Publish Packages: view, add")]
+    List(ServerOptions),
 }
 
 /// Where to send a request when `--username`/`--password` name the user being
@@ -425,6 +606,20 @@ pub fn parse_permissions(value: &str) -> Result<Permissions, String> {
     Ok(Permissions(permissions))
 }
 
+/// Parses `--members`: comma-separated names, blanks dropped; empty for none.
+pub fn parse_members(value: &str) -> Result<Members, String> {
+    let mut members: Vec<String> = Vec::new();
+    for name in split_list(value) {
+        if !members
+            .iter()
+            .any(|m| m.to_lowercase() == name.to_lowercase())
+        {
+            members.push(name.to_owned());
+        }
+    }
+    Ok(Members(members))
+}
+
 /// Parses `--logging`.
 pub fn parse_logging(value: &str) -> Result<Logging, String> {
     value.trim().parse().map_err(|_| {
@@ -509,6 +704,53 @@ mod tests {
         assert!(parse(&["--group=internal"]));
         assert!(!parse(&[]));
         assert!(!parse(&["--feed=npm", "--group=internal"]));
+    }
+
+    #[test]
+    fn permissions_need_one_subject_and_at_most_one_scope() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec![
+                "pgutil",
+                "security",
+                "permissions",
+                "add",
+                "--task=Administer",
+            ];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).is_ok()
+        };
+        assert!(parse(&["--user=jsmith"]));
+        assert!(parse(&["--group=Developers", "--feed=npm", "--deny"]));
+        assert!(parse(&["--group=Developers", "--feed-group=public"]));
+        assert!(!parse(&[]));
+        assert!(!parse(&["--user=a", "--group=b"]));
+        assert!(!parse(&["--user=a", "--feed=f", "--feed-group=g"]));
+        assert!(
+            Cli::try_parse_from(["pgutil", "security", "permissions", "add", "--user=a"]).is_err(),
+            "--task is required"
+        );
+    }
+
+    #[test]
+    fn members_are_a_list_possibly_empty() {
+        assert_eq!(
+            parse_members("alice, bob,,ALICE"),
+            Ok(Members(vec!["alice".into(), "bob".into()]))
+        );
+        assert_eq!(parse_members(""), Ok(Members(vec![])));
+        let edit = Cli::try_parse_from([
+            "pgutil",
+            "security",
+            "groups",
+            "edit",
+            "--name=D",
+            "--members=",
+        ]);
+        assert!(edit.is_ok(), "{edit:?}");
+        assert!(
+            Cli::try_parse_from(["pgutil", "security", "groups", "edit", "--name=D"]).is_err(),
+            "edit needs --members"
+        );
     }
 
     #[test]

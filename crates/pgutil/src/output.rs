@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use proget_api::{ApiKeyInfo, ApiKeyType, HealthInfo, Logging, UserInfo};
+use proget_api::{
+    ApiKeyInfo, ApiKeyType, GroupInfo, HealthInfo, Logging, PermissionInfo, TaskInfo, UserInfo,
+};
 use reqwest::Url;
 
 use crate::config::Source;
@@ -210,6 +212,72 @@ pub fn user_list(users: &[UserInfo]) -> String {
     out
 }
 
+/// One permission as `permissions list` shows it, without line end:
+/// `7: deny Publish Packages on feed npm-internal for user jsmith`.
+pub fn permission_line(p: &PermissionInfo) -> String {
+    let id = p.id.map_or_else(|| "?".into(), |id| id.to_string());
+    format!("{id}: {}", permission_text(p))
+}
+
+/// What a permission says, without its id:
+/// `deny Publish Packages on feed npm-internal for user jsmith`.
+pub fn permission_text(p: &PermissionInfo) -> String {
+    let verb = if p.deny { "deny" } else { "allow" };
+    let scope = match (&p.feed, &p.feed_group) {
+        (Some(feed), _) => format!("on feed {}", printable(feed)),
+        (None, Some(group)) => format!("on feed group {}", printable(group)),
+        (None, None) => "globally".into(),
+    };
+    let subject = match (&p.user, &p.group) {
+        (Some(user), _) => format!("user {}", printable(user)),
+        (None, Some(group)) => format!("group {}", printable(group)),
+        (None, None) => "(nobody)".into(),
+    };
+    format!("{verb} {} {scope} for {subject}", printable(&p.task))
+}
+
+/// `security permissions list`: one line per permission.
+pub fn permission_list(permissions: &[PermissionInfo]) -> String {
+    if permissions.is_empty() {
+        return "No permissions are defined.\n".into();
+    }
+    permissions
+        .iter()
+        .map(|p| permission_line(p) + "\n")
+        .collect()
+}
+
+/// `security groups list`: `name: member, member` per group (`name:` when
+/// it has none; names cannot contain `:`).
+pub fn group_list(groups: &[GroupInfo]) -> String {
+    if groups.is_empty() {
+        return "No groups are defined.\n".into();
+    }
+    let mut out = String::new();
+    for group in groups {
+        let members: Vec<String> = group.members.iter().map(|m| printable(m)).collect();
+        let _ = if members.is_empty() {
+            writeln!(out, "{}:", printable(&group.name))
+        } else {
+            writeln!(out, "{}: {}", printable(&group.name), members.join(", "))
+        };
+    }
+    out
+}
+
+/// `security tasks list`: `name: permission, permission` per task.
+pub fn task_list(tasks: &[TaskInfo]) -> String {
+    if tasks.is_empty() {
+        return "No tasks are defined.\n".into();
+    }
+    let mut out = String::new();
+    for task in tasks {
+        let permissions: Vec<&str> = task.permissions.iter().map(|p| p.as_str()).collect();
+        let _ = writeln!(out, "{}: {}", printable(&task.name), permissions.join(", "));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +415,63 @@ Build server
             report,
             "Checking http://h/...not OK\nVersion: 0.1.0 (0.1.0)\n\nDatabase: Error (disk full)\nLicense:  OK\nService:  OK\n"
         );
+    }
+
+    #[test]
+    fn permission_lines_match_the_documented_examples() {
+        let permissions = [
+            PermissionInfo {
+                id: Some(2),
+                group: Some("Administrators".into()),
+                task: "Administer".into(),
+                ..Default::default()
+            },
+            PermissionInfo {
+                id: Some(7),
+                user: Some("jsmith".into()),
+                task: "Publish Packages".into(),
+                feed: Some("npm-internal".into()),
+                deny: true,
+                ..Default::default()
+            },
+            PermissionInfo {
+                id: Some(8),
+                group: Some("Developers".into()),
+                task: "View & Download Packages".into(),
+                feed_group: Some("public".into()),
+                ..Default::default()
+            },
+        ];
+        assert_eq!(
+            permission_list(&permissions),
+            "\
+2: allow Administer globally for group Administrators
+7: deny Publish Packages on feed npm-internal for user jsmith
+8: allow View & Download Packages on feed group public for group Developers
+"
+        );
+        assert_eq!(permission_list(&[]), "No permissions are defined.\n");
+    }
+
+    #[test]
+    fn groups_and_tasks_are_one_line_each() {
+        let groups = [
+            GroupInfo {
+                name: "Auditors".into(),
+                members: vec![],
+            },
+            GroupInfo {
+                name: "Developers".into(),
+                members: vec!["alice".into(), "bob\x1b".into()],
+            },
+        ];
+        assert_eq!(group_list(&groups), "Auditors:\nDevelopers: alice, bob?\n");
+        assert_eq!(group_list(&[]), "No groups are defined.\n");
+        let tasks = [TaskInfo {
+            name: "Publish Packages".into(),
+            permissions: vec![PackagePermission::View, PackagePermission::Add],
+        }];
+        assert_eq!(task_list(&tasks), "Publish Packages: view, add\n");
     }
 
     #[test]

@@ -103,13 +103,8 @@ impl TrustedProxies {
         }
         let mut client = peer;
         // Several headers read as one list, in order.
-        let values: Vec<&[u8]> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        for value in values.iter().rev() {
-            for entry in value.rsplit(|b| *b == b',') {
+        for value in headers.get_all("x-forwarded-for").iter().rev() {
+            for entry in value.as_bytes().rsplit(|b| *b == b',') {
                 let Some(addr) = parse_entry(entry) else {
                     return client;
                 };

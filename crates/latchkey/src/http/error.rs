@@ -59,8 +59,19 @@ impl AppError {
 }
 
 impl From<StoreError> for AppError {
+    /// Refusals of a write are the caller's `400` (handlers that can name
+    /// the property map them first); anything else is a `500`.
     fn from(e: StoreError) -> Self {
-        AppError::Internal(e.into())
+        match e {
+            StoreError::LastAdministrator => AppError::BadRequest(
+                "this would leave no administrator who can log in; make another user an administrator first".into(),
+            ),
+            StoreError::DuplicateGroup
+            | StoreError::UnknownUser(_)
+            | StoreError::UnknownGroup(_)
+            | StoreError::ProtectedGroup => AppError::BadRequest(e.to_string()),
+            other => AppError::Internal(other.into()),
+        }
     }
 }
 

@@ -17,8 +17,9 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use proget_api::{PackagePermission, SystemApi};
 
+use super::limiter::Attempt;
 use super::{client_addr, error, too_many_failures, AppError, AppState, ErrorCause, RequestNote};
-use crate::auth::{extract_forwarded_credential, AuthError};
+use crate::auth::{extract_forwarded_credential, AuthError, Credential};
 use crate::domain::{Principal, ANONYMOUS};
 use crate::policy::{allows, Need};
 
@@ -186,28 +187,10 @@ pub async fn forward(State(app): State<AppState>, req: Request) -> Response {
             }
             None
         }
-        Some(c) => match app.auth.authenticate(Some(c), client).await {
-            Ok(p) => {
-                if let Some(a) = attempt {
-                    a.succeeded();
-                }
-                Some(p)
-            }
-            Err(e) => {
-                let refused = e.is_refusal();
-                if let Some(a) = attempt {
-                    if refused {
-                        let _ = a.failed();
-                    } else {
-                        a.void();
-                    }
-                }
-                return if refused {
-                    unauthorized(&e.to_string())
-                } else {
-                    AppError::from(e).into_response()
-                };
-            }
+        Some(c) => match authenticate_settled(&app, c, client, attempt).await {
+            Ok(p) => Some(p),
+            Err(e) if e.is_refusal() => return unauthorized(&e.to_string()),
+            Err(e) => return AppError::from(e).into_response(),
         },
     };
     let model = match app.store.security().await {
@@ -227,6 +210,27 @@ pub async fn forward(State(app): State<AppState>, req: Request) -> Response {
         };
     }
     allowed(principal.as_ref(), note)
+}
+
+/// Verifies a credential and settles its limiter attempt: refunded on
+/// success or when the server could not check it, kept on a refusal.
+pub(super) async fn authenticate_settled(
+    app: &AppState,
+    credential: Credential,
+    client: Option<std::net::IpAddr>,
+    attempt: Option<Attempt<'_>>,
+) -> Result<Principal, AuthError> {
+    let verified = app.auth.authenticate(Some(credential), client).await;
+    if let Some(a) = attempt {
+        match &verified {
+            Ok(_) => a.succeeded(),
+            Err(e) if e.is_refusal() => {
+                let _ = a.failed();
+            }
+            Err(_) => a.void(),
+        }
+    }
+    verified
 }
 
 /// The principal as the request log and `X-Latchkey-Principal` name it.

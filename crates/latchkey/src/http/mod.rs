@@ -5,8 +5,11 @@ mod body;
 pub mod client;
 mod error;
 mod forward;
+mod groups;
 mod health;
 pub mod limiter;
+mod permissions;
+mod tasks;
 mod users;
 mod verify;
 pub mod wire;
@@ -86,6 +89,14 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         .route(paths::USERS_LIST, get(users::list))
         .route(paths::USERS_DELETE, delete(users::delete))
         .route(paths::USERS_EDIT, post(users::edit))
+        .route(paths::PERMISSIONS_LIST, get(permissions::list))
+        .route(paths::PERMISSIONS_ADD, post(permissions::add))
+        .route(paths::PERMISSIONS_DELETE, post(permissions::delete))
+        .route(paths::GROUPS_LIST, get(groups::list))
+        .route(paths::GROUPS_ADD, post(groups::add))
+        .route(paths::GROUPS_EDIT, post(groups::edit))
+        .route(paths::GROUPS_DELETE, post(groups::delete))
+        .route(paths::TASKS_LIST, get(tasks::list))
         .route(paths::HEALTH, get(health::health))
         .route(paths::HEALTH_JSON, get(health::health_json))
         .fallback(not_found)
@@ -474,6 +485,18 @@ fn json_response(body: impl Into<Body>) -> Response {
 /// An empty `200` response.
 fn empty_ok() -> Response {
     error::text(StatusCode::OK, String::new())
+}
+
+/// Refuses callers other than administrators and full-control system keys
+/// (the security API's rule) with `403`.
+fn security_admin(caller: &Caller) -> Result<(), AppError> {
+    if crate::keys::may_manage_users(&caller.principal, &caller.security) {
+        Ok(())
+    } else {
+        Err(AppError::not_authorized(
+            "caller may not use the security API",
+        ))
+    }
 }
 
 /// Reads one query parameter.

@@ -110,7 +110,8 @@ fn require_user_admin(caller: &Caller) -> Result<(), AppError> {
     }
 }
 
-fn check_name(name: &str) -> Result<(), AppError> {
+/// Checks a user or group name: non-empty, printable, no `:`, at most 256 characters.
+pub(super) fn check_name(name: &str) -> Result<(), AppError> {
     let problem = if name.is_empty() {
         "name is required"
     } else if name.trim() != name {

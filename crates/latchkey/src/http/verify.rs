@@ -5,7 +5,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use proget_api::{ApiKeyInfo, PackagePermission, VerifyCode, VerifyRequest, VerifyResponse};
 
-use super::forward::Requirement;
+use super::forward::{authenticate_settled, Requirement};
 use super::{
     body_too_large, client_addr, json_ok, parse_json, too_many_failures, AppError, AppState,
     Caller, MAX_BODY_BYTES,
@@ -57,33 +57,11 @@ pub async fn verify(State(app): State<AppState>, req: Request) -> Response {
             return AppError::BadRequest(e).into_response();
         }
     };
-    let principal = match app
-        .auth
-        .authenticate(Some(as_key(request.key)), client)
-        .await
-    {
-        Ok(p) => {
-            if let Some(a) = attempt {
-                a.succeeded();
-            }
-            p
-        }
-        Err(e) if e.is_refusal() => {
-            if let Some(a) = attempt {
-                let _ = a.failed();
-            }
-            let code = match e {
-                AuthError::Expired(_) => VerifyCode::Expired,
-                _ => VerifyCode::NotFound,
-            };
-            return answer(&refused(code));
-        }
-        Err(e) => {
-            if let Some(a) = attempt {
-                a.void();
-            }
-            return AppError::from(e).into_response();
-        }
+    let principal = match authenticate_settled(&app, as_key(request.key), client, attempt).await {
+        Ok(p) => p,
+        Err(AuthError::Expired(_)) => return answer(&refused(VerifyCode::Expired)),
+        Err(e) if e.is_refusal() => return answer(&refused(VerifyCode::NotFound)),
+        Err(e) => return AppError::from(e).into_response(),
     };
     let model = match app.store.security().await {
         Ok(m) => m,
@@ -100,6 +78,11 @@ fn parse_request(body: &[u8]) -> Result<VerifyRequest, AppError> {
     let request: VerifyRequest = parse_json(body)?;
     if request.key.is_empty() {
         return Err(AppError::BadRequest("key: must not be empty".into()));
+    }
+    for (name, value) in [("feed", &request.feed), ("feedGroup", &request.feed_group)] {
+        if value.as_deref().is_some_and(str::is_empty) {
+            return Err(AppError::BadRequest(format!("{name}: must not be empty")));
+        }
     }
     Ok(request)
 }

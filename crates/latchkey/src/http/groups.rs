@@ -1,0 +1,158 @@
+//! The security API's group endpoints: list, add, edit, delete.
+//!
+//! **Decision:** like `users/delete`, deleting a group that does not exist
+//! is not an error (`200`); `edit` of an unknown group is `404`.
+
+use axum::extract::State;
+use axum::response::Response;
+use proget_api::GroupInfo;
+use serde::Deserialize;
+
+use super::users::check_name;
+use super::{empty_ok, json_ok, security_admin, AppError, AppState, Caller};
+use crate::domain::{same_name, Group, ADMINISTRATORS};
+use crate::store::StoreError;
+
+/// Most members one request may name.
+const MAX_MEMBERS: usize = 10_000;
+
+/// The body of `groups/edit`: unlike `add`, `members` is required (it
+/// replaces the members, so a forgotten property must not empty the group).
+#[derive(Debug, Deserialize)]
+struct GroupEdit {
+    name: String,
+    members: Option<Vec<String>>,
+}
+
+/// Handles the `GET /api/security/groups/list` route: every group, ordered by name.
+pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+    security_admin(&caller)?;
+    let groups = app.store.list_groups().await?;
+    json_ok(&groups.into_iter().map(to_info).collect::<Vec<_>>())
+}
+
+/// Handles the `POST /api/security/groups/add` route (`members` optional).
+pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+    security_admin(&caller)?;
+    let info: GroupInfo = caller.json()?;
+    check_name(&info.name)?;
+    let group = Group {
+        members: members(info.members)?,
+        name: info.name,
+    };
+    match app.store.create_group(group).await {
+        Ok(group) => {
+            tracing::info!(group = %group.name, "group added");
+            json_ok(&to_info(group))
+        }
+        Err(StoreError::DuplicateGroup) => Err(AppError::BadRequest(
+            "name: a group with this name already exists".into(),
+        )),
+        Err(e) => Err(member_error(e)),
+    }
+}
+
+/// Handles the `POST /api/security/groups/edit` route: replaces the members
+/// of the group the body's `name` selects.
+pub async fn edit(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+    security_admin(&caller)?;
+    let edit: GroupEdit = caller.json()?;
+    let Some(list) = edit.members else {
+        return Err(AppError::BadRequest(
+            "members is required (it replaces the group's members; give [] for none)".into(),
+        ));
+    };
+    let group = Group {
+        members: members(list)?,
+        name: edit.name,
+    };
+    match app.store.edit_group(group).await.map_err(member_error)? {
+        Some(group) => {
+            tracing::info!(group = %group.name, "group members replaced");
+            json_ok(&to_info(group))
+        }
+        None => Err(AppError::NotFound("group not found".into())),
+    }
+}
+
+/// Handles the `POST /api/security/groups/delete?group=NAME` route; the
+/// group's permissions go with it.
+pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+    security_admin(&caller)?;
+    let mut names = form_urlencoded::parse(caller.query.as_deref().unwrap_or("").as_bytes())
+        .filter(|(n, _)| n == "group")
+        .map(|(_, v)| v.into_owned());
+    let name = match (names.next(), names.next()) {
+        (Some(name), None) if !name.is_empty() => name,
+        (Some(_), Some(_)) => {
+            return Err(AppError::BadRequest(
+                "group is repeated; give exactly one".into(),
+            ))
+        }
+        _ => return Err(AppError::BadRequest("group is required".into())),
+    };
+    match app.store.delete_group(&name).await {
+        Ok(deleted) => {
+            if deleted {
+                tracing::info!(group = %name, "group and its permissions deleted");
+            }
+            Ok(empty_ok())
+        }
+        Err(StoreError::ProtectedGroup) => Err(AppError::BadRequest(format!(
+            "group: {ADMINISTRATORS} cannot be deleted"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Member names: each non-empty, at most [`MAX_MEMBERS`], repeats
+/// (case-insensitively) dropped with the first spelling kept.
+fn members(names: Vec<String>) -> Result<Vec<String>, AppError> {
+    if names.len() > MAX_MEMBERS {
+        return Err(AppError::BadRequest(format!(
+            "members: at most {MAX_MEMBERS} members"
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        if name.trim().is_empty() {
+            return Err(AppError::BadRequest(
+                "members: a member name must not be empty".into(),
+            ));
+        }
+        if !out.iter().any(|m| same_name(m, &name)) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// A store refusal of a group write, as the caller's `400`.
+fn member_error(e: StoreError) -> AppError {
+    match e {
+        StoreError::UnknownUser(name) => {
+            AppError::BadRequest(format!("members: there is no user named {name}"))
+        }
+        other => other.into(),
+    }
+}
+
+fn to_info(g: Group) -> GroupInfo {
+    GroupInfo {
+        name: g.name,
+        members: g.members,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_drop_repeats_and_refuse_blanks() {
+        let kept = members(vec!["alice".into(), "Bob".into(), "ALICE".into()]).unwrap();
+        assert_eq!(kept, ["alice", "Bob"]);
+        assert!(members(vec!["alice".into(), " ".into()]).is_err());
+        assert!(members(vec!["a".into(); MAX_MEMBERS + 1]).is_err());
+    }
+}
