@@ -279,6 +279,44 @@ fn pip_installs_by_a_users_permission_until_it_is_deleted() {
         "403",
         "a login, permission deleted",
     );
+
+    // Through a group: allowed while the group holds the task, refused once
+    // the group (and with it its permission) is deleted.
+    let whoami = || {
+        client()
+            .get(nginx.url("/whoami"))
+            .header("X-ApiKey", &key)
+            .send()
+            .unwrap()
+    };
+    admin_post(
+        &server,
+        "/api/security/groups/add",
+        &json!({"name": "Developers", "members": ["jsmith"]}),
+    );
+    add_permission(
+        &server,
+        &json!({"group": "Developers", "task": "View & Download Packages", "feed": FEED}),
+    );
+    let r = whoami();
+    assert_eq!(r.status(), 200, "a permission of the user's group");
+    assert_eq!(r.text().unwrap(), "user=jsmith\n");
+    admin_post(
+        &server,
+        "/api/security/groups/delete?group=Developers",
+        &json!({}),
+    );
+    assert_eq!(whoami().status(), 403, "the group deleted");
+}
+
+/// A POST as the admin that must answer `200`.
+fn admin_post(server: &TestServer, path: &str, body: &Value) {
+    let r = post_json(&server.url(path), body)
+        .header("X-ApiKey", server.admin())
+        .send()
+        .unwrap();
+    let status = r.status();
+    assert_eq!(status, 200, "{path}: {}", r.text().unwrap_or_default());
 }
 
 #[test]
