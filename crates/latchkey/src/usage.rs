@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ const WINDOW: Duration = Duration::from_secs(60);
 const FLUSH: Duration = Duration::from_secs(1);
 /// Uses and entries waiting for the writer; more are dropped and counted.
 const QUEUE: usize = 16 * 1024;
+/// Most body bytes queued at once (entries beyond it are dropped and
+/// counted): memory stays bounded however large the logged bodies.
+const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
 /// Most uses and entries in one transaction.
 const MAX_BATCH: usize = 2048;
 /// Shards of the last-use map.
@@ -106,6 +109,8 @@ pub struct Usage {
     recorded: Box<[Mutex<HashMap<KeyId, i64>>]>,
     window_ms: i64,
     dropped: Arc<AtomicU64>,
+    /// Body bytes in the queue.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Usage {
@@ -114,7 +119,8 @@ impl Usage {
         let timing = Timing::from_env();
         let (queue, events) = mpsc::channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(writer(store.clone(), events, timing.flush));
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(writer(store.clone(), events, timing.flush, queued.clone()));
         tokio::spawn(report_drops(dropped.clone()));
         tokio::spawn(pruner(store, retention, timing.prune_every));
         Arc::new(Usage {
@@ -122,6 +128,7 @@ impl Usage {
             recorded: (0..SHARDS).map(|_| Mutex::default()).collect(),
             window_ms: timing.window_ms,
             dropped,
+            queued,
         })
     }
 
@@ -159,7 +166,16 @@ impl Usage {
 
     /// Queues an access-log entry (already redacted).
     pub fn log(&self, entry: AccessRecord) {
-        self.send(Event::Entry(entry));
+        let size = body_bytes(&entry);
+        if self.queued.fetch_add(size, Ordering::Relaxed) + size > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.queue.try_send(Event::Entry(entry)).is_err() {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn send(&self, event: Event) {
@@ -169,6 +185,11 @@ impl Usage {
     }
 }
 
+/// The bytes an entry's bodies take.
+fn body_bytes(e: &AccessRecord) -> usize {
+    e.request_body.as_ref().map_or(0, String::len) + e.response_body.as_ref().map_or(0, String::len)
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
@@ -176,7 +197,12 @@ pub fn now_ms() -> i64 {
 
 /// Writes what the queue holds in batches: waits for a first event, gathers
 /// what arrives during `flush`, then stores it in one transaction.
-async fn writer(store: Arc<dyn Store>, mut events: mpsc::Receiver<Event>, flush: Duration) {
+async fn writer(
+    store: Arc<dyn Store>,
+    mut events: mpsc::Receiver<Event>,
+    flush: Duration,
+    queued: Arc<AtomicUsize>,
+) {
     let mut buf = Vec::with_capacity(MAX_BATCH);
     loop {
         if events.recv_many(&mut buf, MAX_BATCH).await == 0 {
@@ -198,6 +224,8 @@ async fn writer(store: Arc<dyn Store>, mut events: mpsc::Receiver<Event>, flush:
             }
         }
         let (batch, waiting) = into_batch(buf.drain(..));
+        let size: usize = batch.entries.iter().map(body_bytes).sum();
+        queued.fetch_sub(size, Ordering::Relaxed);
         if let Err(e) = store.record_usage(&batch).await {
             tracing::warn!(
                 error = %format!("{:#}", anyhow::Error::from(e)),
