@@ -111,7 +111,8 @@ pub struct ServeArgs {
     )]
     pub trusted_proxies: Vec<crate::http::client::Cidr>,
     /// Days access-log entries are kept; older ones are pruned in the background.
-    #[arg(long, env = "LATCHKEY_ACCESS_LOG_DAYS", default_value_t = 30)]
+    #[arg(long, env = "LATCHKEY_ACCESS_LOG_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub access_log_days: u32,
     /// Most access-log entries kept per key; older ones beyond it are pruned.
     #[arg(long, env = "LATCHKEY_ACCESS_LOG_MAX_PER_KEY", default_value_t = 10_000,

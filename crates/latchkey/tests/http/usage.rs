@@ -22,6 +22,7 @@ both_backends!(
     logs_of_deleted_keys_stay_readable_by_administrators,
     logs_are_paged_newest_first,
     a_graceful_shutdown_writes_what_the_recorder_holds,
+    retention_keeps_the_newest_entries_per_key,
 );
 
 const LOGS: &str = "/api/api-keys/logs";
@@ -546,4 +547,39 @@ fn a_graceful_shutdown_writes_what_the_recorder_holds(backend: Backend) {
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["path"], "/api/api-keys/self");
     assert_eq!(key_info(&s, id)["lastUsedFrom"], "127.0.0.1");
+}
+
+fn retention_keeps_the_newest_entries_per_key(backend: Backend) {
+    let s = TestServer::start_with(
+        backend,
+        Options {
+            env: vec![("LATCHKEY_USAGE_FLUSH_MS".into(), "50".into())],
+            args: vec!["--access-log-max-per-key=2".into()],
+            ..Options::default()
+        },
+    );
+    let (id, text) = s.create_key(logged("request"));
+    for i in 0..5 {
+        assert_eq!(
+            get(&s, &format!("/api/api-keys/self?n={i}"), &text).status(),
+            200
+        );
+    }
+    // Written, then pruned in the background down to the newest two.
+    let kept = eventually("pruning down to two entries", || {
+        let l = logs(&s, id);
+        let paths: Vec<String> = l
+            .iter()
+            .map(|e| e["path"].as_str().unwrap().to_owned())
+            .collect();
+        (paths.first().is_some_and(|p| p.ends_with("n=4")) && paths.len() == 2).then_some(paths)
+    });
+    assert_eq!(kept, ["/api/api-keys/self?n=4", "/api/api-keys/self?n=3"]);
+    // Entries older than --access-log-days go too.
+    s.execute_sql(&format!(
+        "UPDATE access_log SET time_ms = time_ms - 2678400000 WHERE key_id = {id}"
+    ));
+    eventually("pruning entries older than 30 days", || {
+        logs(&s, id).is_empty().then_some(())
+    });
 }
