@@ -13,7 +13,7 @@ use crate::domain::{KeyId, NewKey};
 use crate::keys::{
     self, key_access, may_choose_key_text, may_create, may_manage, parse_id, KeyAccess,
 };
-use crate::store::StoreError;
+use crate::store::{JsonPage, StoreError};
 
 /// Handles the `POST /api/api-keys/create` route.
 pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
@@ -109,7 +109,7 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
         return list_unused(app, &caller, &text).await;
     }
     let json = match key_access(&caller.principal, &caller.security) {
-        KeyAccess::All => return list_all(app).await,
+        KeyAccess::All => return list_all(app, None).await,
         // Serialised once and kept by the cache (SQLite): sent as it is.
         KeyAccess::OwnPersonal(user) => app.store.list_keys_json(user).await?,
         KeyAccess::None => {
@@ -158,19 +158,59 @@ async fn list_unused(
         }
     };
     let unused_for = parse_unused_for(unused_for).map_err(AppError::BadRequest)?;
-    let keys = app.store.list_keys(owner).await?;
     let threshold = OffsetDateTime::now_utc() - unused_for;
-    let unused: Vec<ApiKeyInfo> = keys
+    let Some(owner) = owner else {
+        // Paged like the full listing: memory stays flat however many keys.
+        return list_all(app, Some(threshold)).await;
+    };
+    let unused: Vec<ApiKeyInfo> = app
+        .store
+        .list_keys(Some(owner))
+        .await?
         .into_iter()
-        .filter(|k| {
-            k.usage
-                .last_used
-                .or(k.usage.created)
-                .is_none_or(|t| t <= threshold)
-        })
+        .filter(|k| unused_since(k, threshold))
         .map(ApiKeyInfo::from)
         .collect();
     json_ok(&unused)
+}
+
+/// Whether a key was last used (or, never used, created) no later than `threshold`.
+fn unused_since(key: &crate::domain::StoredKey, threshold: OffsetDateTime) -> bool {
+    key.usage
+        .last_used
+        .or(key.usage.created)
+        .is_none_or(|t| t <= threshold)
+}
+
+/// One page of the full listing after `after`; with `unused_since`, only
+/// the keys unused since then (`last` and `count` still describe the whole
+/// page, so that paging goes on).
+async fn page(
+    app: &AppState,
+    after: KeyId,
+    unused_since: Option<OffsetDateTime>,
+) -> Result<JsonPage, StoreError> {
+    let Some(threshold) = unused_since else {
+        return app.store.key_page_json(after, PAGE).await;
+    };
+    let keys = app.store.keys_after(after, PAGE).await?;
+    let mut page = JsonPage {
+        last: keys.last().map(|k| k.id),
+        count: keys.len(),
+        ..JsonPage::default()
+    };
+    for key in keys
+        .into_iter()
+        .filter(|k| self::unused_since(k, threshold))
+    {
+        if !page.items.is_empty() {
+            page.items.push(',');
+        }
+        let json = serde_json::to_string(&ApiKeyInfo::from(key))
+            .map_err(|e| StoreError::Other(e.into()))?;
+        page.items.push_str(&json);
+    }
+    Ok(page)
 }
 
 /// Keys per page of a full listing.
@@ -180,8 +220,11 @@ const PAGE: u32 = 1000;
 /// stays flat however many keys there are. The first page is read before the
 /// response starts, so that an unavailable database is still a clean 500; a
 /// failure later can only cut the body short (and is logged).
-async fn list_all(app: AppState) -> Result<Response, AppError> {
-    let first = app.store.key_page_json(KeyId::MIN, PAGE).await?;
+async fn list_all(
+    app: AppState,
+    unused_since: Option<OffsetDateTime>,
+) -> Result<Response, AppError> {
+    let first = page(&app, KeyId::MIN, unused_since).await?;
     if first.count < PAGE as usize {
         // The first page is the whole listing: one buffer, with Content-Length.
         let mut json = String::with_capacity(first.items.len() + 2);
@@ -213,7 +256,7 @@ async fn list_all(app: AppState) -> Result<Response, AppError> {
             {
                 return; // the client went away
             }
-            page = match app.store.key_page_json(after, PAGE).await {
+            page = match self::page(&app, after, unused_since).await {
                 Ok(p) => p,
                 Err(e) => {
                     let id = super::error::new_error_id();

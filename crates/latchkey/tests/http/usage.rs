@@ -23,6 +23,7 @@ both_backends!(
     logs_are_paged_newest_first,
     a_graceful_shutdown_writes_what_the_recorder_holds,
     retention_keeps_the_newest_entries_per_key,
+    unused_for_pages_through_a_listing_of_several_pages,
 );
 
 const LOGS: &str = "/api/api-keys/logs";
@@ -582,4 +583,37 @@ fn retention_keeps_the_newest_entries_per_key(backend: Backend) {
     eventually("pruning entries older than 30 days", || {
         logs(&s, id).is_empty().then_some(())
     });
+}
+
+fn unused_for_pages_through_a_listing_of_several_pages(backend: Backend) {
+    let s = start(backend);
+    let (creator_id, creator) = s.create_key(full_control());
+    // 1,200 more keys: the administrator's listing spans two pages of 1,000.
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let (s, creator) = (&s, &creator);
+            scope.spawn(move || {
+                for _ in 0..300 {
+                    let body = json!({"type": "system", "systemApis": ["sca"]});
+                    let r = post_json(&s.url("/api/api-keys/create"), &body)
+                        .header("X-ApiKey", creator)
+                        .send()
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            });
+        }
+    });
+    let long_ago = time::OffsetDateTime::now_utc().unix_timestamp() - 100 * 86_400;
+    s.execute_sql(&format!(
+        "UPDATE api_keys SET created_at = {long_ago} WHERE id % 3 = 0"
+    ));
+    let r = get(&s, "/api/api-keys/list?unusedFor=90d", &creator);
+    assert_eq!(r.status(), 200);
+    let listed: Vec<Value> = r.json().expect("one valid JSON array");
+    let ids: Vec<i64> = listed.iter().map(|k| k["id"].as_i64().unwrap()).collect();
+    let expected: Vec<i64> = (i64::from(creator_id)..=i64::from(creator_id) + 1200)
+        .filter(|id| id % 3 == 0)
+        .collect();
+    assert_eq!(ids, expected);
 }
