@@ -24,8 +24,8 @@ use tower::ServiceExt;
 use crate::auth::{hash_password, Authenticator};
 use crate::config::{ResetAdminArgs, ServeArgs};
 use crate::domain::{
-    administrators_grant, same_name, Digester, KeyId, Scope, Subject, Task, UserChange,
-    ADMINISTRATORS,
+    administrators_grant, same_name, AuditContext, Digester, KeyId, Scope, Subject, Task,
+    UserChange, ADMINISTRATORS,
 };
 use crate::http::limiter::LimiterConfig;
 use crate::http::{router, App, Limits};
@@ -175,7 +175,11 @@ pub async fn reset_admin(args: ResetAdminArgs) -> anyhow::Result<()> {
 /// in `Administrators`, the grant `allow Administer globally for group
 /// Administrators` present, and no global deny of `Administer` on `Admin` or
 /// `Administrators`; recreates the user if needed. Returns what was done.
+///
+/// Audited as `system`: the permission changes as `permission.add` /
+/// `permission.delete`, the user's change as `admin.reset`.
 async fn set_admin_password(store: &dyn Store, hash: String) -> anyhow::Result<String> {
+    let reset = AuditContext::SYSTEM.with_action("admin.reset");
     let mut done = Vec::new();
     let security = store.security().await?;
     let admins_grant = administrators_grant();
@@ -185,7 +189,9 @@ async fn set_admin_password(store: &dyn Store, hash: String) -> anyhow::Result<S
             && p.scope == Scope::Global
             && !p.deny
     }) {
-        store.add_permission(admins_grant).await?;
+        store
+            .add_permission(&AuditContext::SYSTEM, admins_grant)
+            .await?;
         done.push(format!(
             "restored the grant of Administer to {ADMINISTRATORS}"
         ));
@@ -196,7 +202,7 @@ async fn set_admin_password(store: &dyn Store, hash: String) -> anyhow::Result<S
             Subject::Group(g) => same_name(g, ADMINISTRATORS),
         };
         if p.deny && p.task == Task::Administer && p.scope == Scope::Global && on_admin {
-            store.delete_permission(p.id).await?;
+            store.delete_permission(&AuditContext::SYSTEM, p.id).await?;
             done.push(format!(
                 "deleted permission {} (a deny of Administer)",
                 p.id
@@ -217,7 +223,7 @@ async fn set_admin_password(store: &dyn Store, hash: String) -> anyhow::Result<S
                 ..UserChange::default()
             };
             store
-                .update_user(change)
+                .update_user(&reset, change)
                 .await?
                 .context("user Admin vanished while being reset")?;
             done.insert(
@@ -229,7 +235,7 @@ async fn set_admin_password(store: &dyn Store, hash: String) -> anyhow::Result<S
             }
         }
         None => {
-            store.create_user(first_admin(hash)).await?;
+            store.create_user(&reset, first_admin(hash)).await?;
             done.insert(0, format!("recreated user Admin in {ADMINISTRATORS}"));
         }
     }
@@ -412,7 +418,12 @@ async fn installation_secrets(
                 .is_some_and(|p| same_fingerprint(&s, &fingerprint(p))) =>
         {
             if !store
-                .replace_setting(FINGERPRINT_SETTING, &s, &current)
+                .replace_setting(
+                    &AuditContext::SYSTEM.with_action("secret.rotate"),
+                    FINGERPRINT_SETTING,
+                    &s,
+                    &current,
+                )
                 .await?
             {
                 // Another node may have moved it first.
@@ -615,7 +626,10 @@ async fn create_first_admin(store: &dyn Store, data_dir: &Path) -> anyhow::Resul
         write_private(&password_file, &password)?;
     }
     let created = store
-        .create_first_user(first_admin(hash_password(&password)?))
+        .create_first_user(
+            &AuditContext::SYSTEM,
+            first_admin(hash_password(&password)?),
+        )
         .await?;
     match (created, generated) {
         (true, true) => tracing::warn!(
