@@ -65,6 +65,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let secrets = installation_secrets(store.as_ref(), data_dir, &url).await?;
     create_first_admin(store.as_ref(), data_dir).await?;
+    let mut limiter = LimiterConfig::build(args.auth_failure_limit, args.auth_block_seconds);
+    if let Some(limiter) = &mut limiter {
+        let (blocks, reports) = tokio::sync::mpsc::channel(BLOCK_REPORTS);
+        limiter.report_blocks(blocks);
+        tokio::spawn(audit_blocks(store.clone(), reports));
+    }
+    if args.audit_days > 0 {
+        tokio::spawn(prune_audit(store.clone(), args.audit_days));
+    }
 
     let app = Arc::new(App {
         store: store.clone(),
@@ -78,7 +87,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         custom_keys: args.custom_keys,
         rules: args.input_rules(),
         body_timeout: Duration::from_secs(args.body_timeout),
-        limiter: LimiterConfig::build(args.auth_failure_limit, args.auth_block_seconds),
+        limiter,
     });
     // Installed before the listening line, so that no signal finds the default action.
     let signals = Signals::install()?;
@@ -106,6 +115,68 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Limiter blocks waiting for their audit entry; more are dropped (and logged).
+const BLOCK_REPORTS: usize = 1024;
+
+/// Writes a `limiter.block` audit entry for each block the limiter reports,
+/// off the request path (the limiter never waits for this task).
+async fn audit_blocks(
+    store: Arc<dyn Store>,
+    mut reports: tokio::sync::mpsc::Receiver<crate::http::limiter::Block>,
+) {
+    while let Some(block) = reports.recv().await {
+        let audit = AuditContext {
+            address: Some(block.address),
+            ..AuditContext::SYSTEM
+        };
+        let details = serde_json::json!({
+            "seconds": block.duration.as_secs(),
+            "failures": block.failures,
+        });
+        let target = format!("address {}", block.address);
+        if let Err(e) = store
+            .record_audit(&audit, "limiter.block", &target, details)
+            .await
+        {
+            tracing::warn!(error = %format!("{:#}", anyhow::Error::from(e)), "cannot record a limiter block in the audit trail");
+        }
+    }
+}
+
+/// Audit entries deleted per statement while pruning.
+const PRUNE_BATCH: u32 = 500;
+/// Time between pruning runs (the first runs at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes audit entries older than `days`, at start and then hourly, in
+/// batches of [`PRUNE_BATCH`] with a pause between them, so that no
+/// statement holds the writer for long.
+async fn prune_audit(store: Arc<dyn Store>, days: u32) {
+    loop {
+        let cutoff = time::OffsetDateTime::now_utc().unix_timestamp() - i64::from(days) * 86_400;
+        let mut pruned = 0;
+        loop {
+            match store.prune_audit(cutoff, PRUNE_BATCH).await {
+                Ok(n) => {
+                    pruned += n;
+                    if n < u64::from(PRUNE_BATCH) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{:#}", anyhow::Error::from(e)), "pruning the audit trail failed");
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if pruned > 0 {
+            tracing::info!(entries = pruned, days, "pruned old audit entries");
+        }
+        tokio::time::sleep(PRUNE_EVERY).await;
+    }
 }
 
 /// `latchkey reset-admin`: gives `Admin` a new password and makes sure it
