@@ -730,16 +730,19 @@ impl AuditRecord {
         }
     }
 
-    /// `user.add`: the new user's groups and which optional fields were set.
+    /// `user.add`: the new user's groups, display name and e-mail (those set).
     pub fn user_added(user: &User) -> Self {
+        let mut details = serde_json::json!({ "groups": user.groups });
+        if let Some(name) = &user.display_name {
+            details["displayName"] = name.clone().into();
+        }
+        if let Some(email) = &user.email {
+            details["email"] = email.clone().into();
+        }
         AuditRecord {
             action: "user.add",
             target: format!("user {}", user.name),
-            details: serde_json::json!({
-                "groups": user.groups,
-                "displayName": user.display_name,
-                "email": user.email,
-            }),
+            details,
         }
     }
 
