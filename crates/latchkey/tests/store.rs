@@ -89,6 +89,9 @@ store_tests! {
     concurrent_permission_and_group_writes_leave_an_administrator,
     the_cached_security_model_changes_with_every_write,
     opening_an_old_database_adds_the_groups_its_users_name,
+    every_successful_write_has_exactly_one_audit_entry_and_a_refused_one_none,
+    audit_entries_are_listed_newest_first_by_page_and_filter,
+    audit_entries_are_pruned_by_age_in_batches,
 }
 
 /// `sslmode=require` in the URL: every session of the store is encrypted
@@ -1863,4 +1866,349 @@ async fn opening_an_old_database_adds_the_groups_its_users_name(ctx: Ctx) {
         ]
     );
     reopened.close().await;
+}
+
+// ---- audit --------------------------------------------------------------
+
+/// Every audit entry, newest first.
+async fn audit_entries(ctx: &Ctx) -> Vec<proget_api::AuditEntry> {
+    let query = domain::AuditQuery {
+        limit: 1000,
+        ..Default::default()
+    };
+    ctx.store.list_audit(&query).await.unwrap()
+}
+
+/// The newest entry, checked to be the only one added since `before` entries.
+async fn one_new_entry(ctx: &Ctx, before: usize, action: &str, target: &str) -> serde_json::Value {
+    let entries = audit_entries(ctx).await;
+    assert_eq!(
+        entries.len(),
+        before + 1,
+        "one new entry for {action} {target}"
+    );
+    let newest = &entries[0];
+    assert_eq!(
+        (newest.action.as_str(), newest.target.as_str()),
+        (action, target)
+    );
+    newest.details.clone()
+}
+
+async fn every_successful_write_has_exactly_one_audit_entry_and_a_refused_one_none(ctx: Ctx) {
+    let by_key = domain::AuditContext {
+        actor: domain::Actor::Key(4242),
+        address: Some("127.0.0.9".parse().unwrap()),
+        action: None,
+    };
+    let count = |ctx: &Ctx| {
+        let store = ctx.store.clone();
+        async move {
+            let query = domain::AuditQuery {
+                limit: 1000,
+                ..Default::default()
+            };
+            store.list_audit(&query).await.unwrap().len()
+        }
+    };
+    assert_eq!(count(&ctx).await, 0, "a new database has no entries");
+
+    ctx.store.create_user(&by_key, admin("Ann")).await.unwrap();
+    one_new_entry(&ctx, 0, "user.add", "user Ann").await;
+    let entry = audit_entries(&ctx).await.remove(0);
+    assert_eq!(entry.actor, "key 4242");
+    assert_eq!(entry.address.as_deref(), Some("127.0.0.9"));
+    assert!(
+        !entry.details.to_string().contains("argon2"),
+        "{}",
+        entry.details
+    );
+
+    // Refused or no-op writes leave no entry.
+    assert!(ctx.store.create_user(&by_key, admin("ann")).await.is_err());
+    assert!(ctx.store.delete_user(&by_key, "Ann").await.is_err());
+    assert!(ctx.store.update_user(&by_key, demote("Ann")).await.is_err());
+    assert!(ctx
+        .store
+        .update_user(&by_key, new_user("nobody"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!ctx.store.delete_user(&by_key, "nobody").await.unwrap());
+    assert_eq!(count(&ctx).await, 1);
+
+    let edit = UserChange {
+        name: "ann".into(),
+        email: Some("ann@new.example".into()),
+        password_hash: Some("$argon2id$other".into()),
+        ..UserChange::default()
+    };
+    ctx.store.update_user(&by_key, edit).await.unwrap().unwrap();
+    let details = one_new_entry(&ctx, 1, "user.edit", "user Ann").await;
+    assert_eq!(
+        details,
+        serde_json::json!({"changed": ["email"], "passwordChanged": true})
+    );
+
+    let key = ctx
+        .store
+        .create_key(&by_key, system_key("k"))
+        .await
+        .unwrap();
+    one_new_entry(&ctx, 2, "apikey.create", &format!("key {}", key.id)).await;
+    assert!(ctx
+        .store
+        .create_key(&by_key, system_key("k"))
+        .await
+        .is_err());
+    assert!(ctx.store.delete_key(&by_key, key.id).await.unwrap());
+    let details = one_new_entry(&ctx, 3, "apikey.delete", &format!("key {}", key.id)).await;
+    assert_eq!(details, serde_json::json!({}));
+    assert!(!ctx.store.delete_key(&by_key, key.id).await.unwrap());
+    assert_eq!(count(&ctx).await, 4);
+    let own = ctx
+        .store
+        .create_key(&SYSTEM, system_key("own"))
+        .await
+        .unwrap();
+    let itself = domain::AuditContext {
+        actor: domain::Actor::Key(own.id),
+        ..by_key.clone()
+    };
+    assert!(ctx.store.delete_key(&itself, own.id).await.unwrap());
+    let details = one_new_entry(&ctx, 5, "apikey.delete", &format!("key {}", own.id)).await;
+    assert_eq!(details, serde_json::json!({"selfRevocation": true}));
+
+    let unknown = grant(
+        Subject::User("nobody".into()),
+        Task::ViewPackages,
+        Scope::Global,
+    );
+    assert!(ctx.store.add_permission(&by_key, unknown).await.is_err());
+    let lockout = deny(
+        Subject::Group("Administrators".into()),
+        Task::Administer,
+        Scope::Global,
+    );
+    assert!(matches!(
+        ctx.store.add_permission(&by_key, lockout).await,
+        Err(StoreError::LastAdministrator)
+    ));
+    assert_eq!(count(&ctx).await, 6);
+    let view = grant(
+        Subject::User("ann".into()),
+        Task::ViewPackages,
+        Scope::Feed("npm".into()),
+    );
+    let added = ctx.store.add_permission(&by_key, view).await.unwrap();
+    let target = format!("permission {}", added.id);
+    let details = one_new_entry(&ctx, 6, "permission.add", &target).await;
+    assert_eq!(
+        details,
+        serde_json::json!({"subject": "user Ann", "task": "View & Download Packages", "feed": "npm", "deny": false})
+    );
+    assert!(ctx
+        .store
+        .delete_permission(&by_key, added.id)
+        .await
+        .unwrap());
+    one_new_entry(&ctx, 7, "permission.delete", &target).await;
+    assert!(!ctx
+        .store
+        .delete_permission(&by_key, added.id)
+        .await
+        .unwrap());
+
+    let ops = Group {
+        name: "Ops".into(),
+        members: vec!["Ann".into()],
+    };
+    ctx.store.create_group(&by_key, ops.clone()).await.unwrap();
+    one_new_entry(&ctx, 8, "group.add", "group Ops").await;
+    assert!(ctx
+        .store
+        .create_group(
+            &by_key,
+            Group {
+                name: "ops".into(),
+                members: vec![]
+            }
+        )
+        .await
+        .is_err());
+    let unknown_member = Group {
+        members: vec!["nobody".into()],
+        ..ops.clone()
+    };
+    assert!(ctx.store.edit_group(&by_key, unknown_member).await.is_err());
+    let no_admins = Group {
+        name: "Administrators".into(),
+        members: vec![],
+    };
+    assert!(ctx.store.edit_group(&by_key, no_admins).await.is_err());
+    assert!(ctx
+        .store
+        .delete_group(&by_key, "Administrators")
+        .await
+        .is_err());
+    assert_eq!(count(&ctx).await, 9);
+    let emptied = Group {
+        members: vec![],
+        ..ops.clone()
+    };
+    ctx.store
+        .edit_group(&by_key, emptied)
+        .await
+        .unwrap()
+        .unwrap();
+    let details = one_new_entry(&ctx, 9, "group.edit", "group Ops").await;
+    assert_eq!(
+        details,
+        serde_json::json!({"members": [], "added": [], "removed": ["Ann"]})
+    );
+    assert!(ctx.store.delete_group(&by_key, "ops").await.unwrap());
+    one_new_entry(&ctx, 10, "group.delete", "group Ops").await;
+    assert!(!ctx.store.delete_group(&by_key, "ops").await.unwrap());
+
+    ctx.store.insert_setting("s", "one").await.unwrap();
+    assert!(!ctx
+        .store
+        .replace_setting(&by_key, "s", "wrong", "two")
+        .await
+        .unwrap());
+    assert_eq!(count(&ctx).await, 11);
+    let rotation = SYSTEM.with_action("secret.rotate");
+    assert!(ctx
+        .store
+        .replace_setting(&rotation, "s", "one", "two")
+        .await
+        .unwrap());
+    one_new_entry(&ctx, 11, "secret.rotate", "setting s").await;
+
+    let bob = ctx
+        .store
+        .create_user(&SYSTEM, new_user("Bob"))
+        .await
+        .unwrap();
+    for text in ["b1", "b2"] {
+        ctx.store
+            .create_key(&SYSTEM, personal_key(text, bob.id))
+            .await
+            .unwrap();
+    }
+    assert!(ctx.store.delete_user(&by_key, "BOB").await.unwrap());
+    let details = one_new_entry(&ctx, 15, "user.delete", "user Bob").await;
+    assert_eq!(details, serde_json::json!({"keysDeleted": 2}));
+
+    assert!(ctx
+        .store
+        .create_first_user(&SYSTEM, new_user("Late"))
+        .await
+        .map(|c| !c)
+        .unwrap());
+    ctx.store
+        .record_audit(
+            &by_key,
+            "limiter.block",
+            "address 127.0.0.9",
+            serde_json::json!({"seconds": 60}),
+        )
+        .await
+        .unwrap();
+    one_new_entry(&ctx, 16, "limiter.block", "address 127.0.0.9").await;
+
+    let ids: Vec<i64> = audit_entries(&ctx).await.iter().map(|e| e.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+}
+
+async fn audit_entries_are_listed_newest_first_by_page_and_filter(ctx: Ctx) {
+    for i in 0..5 {
+        let action = if i % 2 == 0 {
+            "even.thing"
+        } else {
+            "odd.thing"
+        };
+        ctx.store
+            .record_audit(
+                &SYSTEM,
+                action,
+                &format!("t{i}"),
+                serde_json::json!({"i": i}),
+            )
+            .await
+            .unwrap();
+    }
+    let list = |before: Option<i64>, limit: u32, target: Option<&str>, action: Option<&str>| {
+        let store = ctx.store.clone();
+        let query = domain::AuditQuery {
+            before,
+            limit,
+            target: target.map(str::to_owned),
+            action: action.map(str::to_owned),
+        };
+        async move {
+            store
+                .list_audit(&query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.target)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(None, 2, None, None).await, ["t4", "t3"]);
+    let all = audit_entries(&ctx).await;
+    let t3 = all[1].id;
+    assert_eq!(list(Some(t3), 2, None, None).await, ["t2", "t1"]);
+    assert_eq!(
+        list(Some(all[4].id), 2, None, None).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        list(None, 10, None, Some("even.thing")).await,
+        ["t4", "t2", "t0"]
+    );
+    assert_eq!(
+        list(Some(t3), 10, None, Some("even.thing")).await,
+        ["t2", "t0"]
+    );
+    assert_eq!(list(None, 10, Some("t1"), None).await, ["t1"]);
+    assert_eq!(
+        list(None, 10, Some("t1"), Some("even.thing")).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(all[0].details, serde_json::json!({"i": 4}));
+    assert_eq!(all[0].actor, "system");
+    assert_eq!(all[0].address, None);
+    assert!(
+        all[0].time.ends_with('Z') && all[0].time.len() == 20,
+        "{}",
+        all[0].time
+    );
+}
+
+async fn audit_entries_are_pruned_by_age_in_batches(ctx: Ctx) {
+    for i in 0..5 {
+        ctx.store
+            .record_audit(&SYSTEM, "x.y", &format!("t{i}"), serde_json::json!({}))
+            .await
+            .unwrap();
+    }
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    assert_eq!(
+        ctx.store.prune_audit(now - 3600, 2).await.unwrap(),
+        0,
+        "nothing is that old"
+    );
+    assert_eq!(ctx.store.prune_audit(now + 10, 2).await.unwrap(), 2);
+    let left: Vec<String> = audit_entries(&ctx)
+        .await
+        .into_iter()
+        .map(|e| e.target)
+        .collect();
+    assert_eq!(left, ["t4", "t3", "t2"], "the oldest go first");
+    assert_eq!(ctx.store.prune_audit(now + 10, 2).await.unwrap(), 2);
+    assert_eq!(ctx.store.prune_audit(now + 10, 2).await.unwrap(), 1);
+    assert_eq!(ctx.store.prune_audit(now + 10, 2).await.unwrap(), 0);
+    assert!(audit_entries(&ctx).await.is_empty());
 }
