@@ -3,16 +3,17 @@
 use proget_api::{paths, ApiKeyInfo, ApiKeyType};
 use reqwest::Method;
 
-use crate::cli::{ApiKeysCommand, CommonKeyArgs, CreateCommand, DeleteArgs, ServerOptions};
+use crate::cli::{ApiKeysCommand, CommonKeyArgs, CreateCommand, DeleteArgs, ListArgs};
 use crate::client::{resolve, Client};
 use crate::error::Error;
+use crate::listing;
 use crate::output::{api_key_list, print};
 
 /// Runs an `apikeys` command.
 pub fn run(command: ApiKeysCommand) -> Result<(), Error> {
     match command {
         ApiKeysCommand::Create(create) => self::create(create),
-        ApiKeysCommand::List(server) => list(&server),
+        ApiKeysCommand::List(args) => list(&args),
         ApiKeysCommand::Delete(args) => delete(&args),
     }
 }
@@ -37,13 +38,17 @@ fn delete(args: &DeleteArgs) -> Result<(), Error> {
     print("API key deleted.\n")
 }
 
-/// `apikeys list`: `GET /api/api-keys/list`.
-fn list(server: &ServerOptions) -> Result<(), Error> {
-    let client = Client::new(&resolve(server)?)?;
-    let keys: Vec<ApiKeyInfo> = client
-        .get_json(paths::API_KEYS_LIST, &[])
-        .map_err(|e| e.describe("listing API keys"))?;
-    print(&api_key_list(&keys))
+/// `apikeys list [--json]`: `GET /api/api-keys/list`.
+fn list(args: &ListArgs) -> Result<(), Error> {
+    let client = Client::new(&resolve(&args.server)?)?;
+    listing::show::<ApiKeyInfo>(
+        &client,
+        paths::API_KEYS_LIST,
+        &[],
+        args.output,
+        "listing API keys",
+        api_key_list,
+    )
 }
 
 /// `apikeys create system|feed|personal`: `POST /api/api-keys/create`; prints only the key.

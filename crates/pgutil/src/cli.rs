@@ -64,6 +64,26 @@ pub struct ServerOptions {
     pub password: Option<String>,
 }
 
+/// `--json` for a command that lists: flatten it into the command's options
+/// and hand it to [`crate::listing::show`].
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct JsonOption {
+    /// Print the list as JSON (the array exactly as the server sent it) instead of text; for scripts and jq.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of a command that lists from a server: server, credential and `--json`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ListArgs {
+    /// Server and credential.
+    #[command(flatten)]
+    pub server: ServerOptions,
+    /// Text or JSON.
+    #[command(flatten)]
+    pub output: JsonOption,
+}
+
 /// `pgutil apikeys …`
 #[derive(Debug, Subcommand)]
 pub enum ApiKeysCommand {
@@ -73,8 +93,9 @@ pub enum ApiKeysCommand {
     /// Lists API keys.
     #[command(after_help = "Examples:
   $ pgutil apikeys list
-  $ pgutil apikeys list --source=https://proget.corp.local/ --api-key=abc12345")]
-    List(ServerOptions),
+  $ pgutil apikeys list --source=https://proget.corp.local/ --api-key=abc12345
+  $ pgutil apikeys list --json | jq '.[].id'")]
+    List(ListArgs),
     /// Deletes an API key.
     #[command(after_help = "Examples:
   $ pgutil apikeys delete --id=1000
@@ -209,7 +230,13 @@ pub enum SourcesCommand {
 Credentials are obfuscated in the config file, not encrypted: protect the file.")]
     Add(SourcesAddArgs),
     /// Lists the sources in the config file (never their secrets).
-    List,
+    #[command(after_help = "Examples:
+  $ pgutil sources list
+  $ pgutil sources list --json | jq -r '.[].name'
+
+--json prints an array of {name, url, defaultFeed, username, credential}:
+credential is \"apiKey\", \"user\" or null; no secret is ever printed.")]
+    List(SourcesListArgs),
     /// Removes a source from the config file.
     #[command(after_help = "Examples:
   $ pgutil sources remove --name=main")]
@@ -246,6 +273,14 @@ pub struct SourcesAddArgs {
     /// Store the API key or password in plain text instead of obfuscated.
     #[arg(long)]
     pub plain_text: bool,
+}
+
+/// Options of `sources list`.
+#[derive(Debug, Args)]
+pub struct SourcesListArgs {
+    /// Print the sources as a JSON array (never their secrets) instead of text; for scripts and jq.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `sources remove`.
@@ -288,8 +323,9 @@ pub enum PermissionsCommand {
     #[command(after_help = "Examples:
   $ pgutil security permissions list
   2: allow Administer globally for group Administrators
-  7: deny Publish Packages on feed npm-internal for user jsmith")]
-    List(ServerOptions),
+  7: deny Publish Packages on feed npm-internal for user jsmith
+  $ pgutil security permissions list --json")]
+    List(ListArgs),
     /// Grants (or with --deny, denies) a task to a user or group, globally or on one feed or feed group.
     #[command(after_help = "Examples:
   $ pgutil security permissions add --group=Developers --task=\"Publish Packages\" --feed=npm-internal
@@ -352,8 +388,9 @@ pub enum GroupsCommand {
     #[command(after_help = "Examples:
   $ pgutil security groups list
   Administrators: Admin
-  Developers: alice, bob")]
-    List(ServerOptions),
+  Developers: alice, bob
+  $ pgutil security groups list --json")]
+    List(ListArgs),
     /// Creates a group.
     #[command(after_help = "Examples:
   $ pgutil security groups add --name=Developers
@@ -449,8 +486,9 @@ pub enum TasksCommand {
     /// Lists the tasks and the feed permissions each grants, one line each.
     #[command(after_help = "Examples:
   $ pgutil security tasks list
-  Publish Packages: view, add")]
-    List(ServerOptions),
+  Publish Packages: view, add
+  $ pgutil security tasks list --json")]
+    List(ListArgs),
 }
 
 /// Where to send a request when `--username`/`--password` name the user being
@@ -490,7 +528,8 @@ source's credential or --api-key (which also takes USER:PASSWORD).")]
     /// Lists users.
     #[command(after_help = "Examples:
   $ pgutil security users list
-  $ pgutil security users list --search-term=smith")]
+  $ pgutil security users list --search-term=smith
+  $ pgutil security users list --json")]
     List(UsersListArgs),
     /// Deletes a user and their personal API keys.
     #[command(after_help = "Examples:
@@ -552,6 +591,9 @@ pub struct UsersListArgs {
     /// Server and credential.
     #[command(flatten)]
     pub server: ServerOptions,
+    /// Text or JSON.
+    #[command(flatten)]
+    pub output: JsonOption,
 }
 
 /// Options of `security users delete`.

@@ -332,8 +332,14 @@ impl Client {
         Ok(body)
     }
 
-    /// Sends a request; the status and body of any non-redirect answer.
+    /// Sends a request; the status and body (as text) of any non-redirect answer.
     fn exchange(&self, request: RequestBuilder) -> Result<(u16, String), ApiError> {
+        let (status, body) = self.exchange_bytes(request)?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// Sends a request; the status and body, unchanged, of any non-redirect answer.
+    fn exchange_bytes(&self, request: RequestBuilder) -> Result<(u16, Vec<u8>), ApiError> {
         let response = request.send().map_err(|e| self.transport(&e))?;
         let status = response.status();
         if status.is_redirection() {
@@ -373,6 +379,26 @@ impl Client {
     ) -> Result<T, ApiError> {
         let body = self.execute(self.request(Method::GET, path, query)?)?;
         decode(&body)
+    }
+
+    /// `GET path?query` of a list: the answer's body exactly as sent, after
+    /// checking that it is UTF-8 text holding one JSON array.
+    pub fn get_json_array_text(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<String, ApiError> {
+        let (status, body) = self.exchange_bytes(self.request(Method::GET, path, query)?)?;
+        if !(200..300).contains(&status) {
+            return Err(ApiError::Status {
+                status,
+                said: one_line(&String::from_utf8_lossy(&body), 300),
+            });
+        }
+        let text = String::from_utf8(body)
+            .map_err(|_| ApiError::Decode("expected JSON: the answer is not UTF-8 text".into()))?;
+        decode::<Vec<serde::de::IgnoredAny>>(&text)?;
+        Ok(text)
     }
 
     /// `GET path`, answer read as JSON even with an error status (health
@@ -419,13 +445,13 @@ fn decode<T: DeserializeOwned>(body: &str) -> Result<T, ApiError> {
     serde_json::from_str(body).map_err(|e| ApiError::Decode(format!("expected JSON: {e}")))
 }
 
-fn read_body(response: Response) -> Result<String, String> {
+fn read_body(response: Response) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     response
         .take(MAX_BODY)
         .read_to_end(&mut bytes)
         .map_err(|e| lower_first(&one_line(&e.to_string(), 200)))?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok(bytes)
 }
 
 /// The innermost cause of an error, as one lower-case line (`connection refused (os error 111)`).

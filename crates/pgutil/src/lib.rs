@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod listing;
 pub mod output;
 pub mod prompt;
 pub mod security;

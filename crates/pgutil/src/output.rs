@@ -7,6 +7,7 @@ use proget_api::{
     ApiKeyInfo, ApiKeyType, GroupInfo, HealthInfo, Logging, PermissionInfo, TaskInfo, UserInfo,
 };
 use reqwest::Url;
+use serde::Serialize;
 
 use crate::config::Source;
 use crate::error::Error;
@@ -167,6 +168,53 @@ pub fn source_list(sources: &[Source]) -> String {
         blocks.push(block);
     }
     blocks.join("\n")
+}
+
+/// One source as `sources list --json` shows it: the file's fields without
+/// any secret, and which kind of credential it holds.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SourceSummary<'a> {
+    name: &'a str,
+    url: String,
+    default_feed: Option<&'a str>,
+    username: Option<&'a str>,
+    /// `apiKey`, `user` or null, as `api@` / `user@` in the text.
+    credential: Option<&'static str>,
+}
+
+/// `sources list --json`: an indented JSON array of
+/// `{name, url, defaultFeed, username, credential}`, with the same redaction
+/// as the text: no password, token or obfuscated secret, no password in the
+/// URL, and none of the properties pgutil does not know (they might be secrets).
+pub fn source_list_json(sources: &[Source]) -> Result<String, Error> {
+    let summaries: Vec<SourceSummary> = sources
+        .iter()
+        .map(|source| {
+            let username = source.username.as_deref().filter(|u| !u.is_empty());
+            let url = match Url::parse(source.url.trim()) {
+                Ok(mut url) => {
+                    let _ = url.set_password(None);
+                    url.to_string()
+                }
+                Err(_) => source.url.clone(),
+            };
+            SourceSummary {
+                name: &source.name,
+                url,
+                default_feed: source.default_feed.as_deref().filter(|f| !f.is_empty()),
+                username,
+                credential: if source.has_api_key() {
+                    Some("apiKey")
+                } else {
+                    username.map(|_| "user")
+                },
+            }
+        })
+        .collect();
+    serde_json::to_string_pretty(&summaries)
+        .map(|text| text + "\n")
+        .map_err(|e| Error::Failed(format!("error: could not write the sources as JSON ({e})")))
 }
 
 /// `health`: the report and whether everything is OK.
@@ -395,6 +443,60 @@ Build server
    https://devbuilds@othersource.somewhere.dev/
 ";
         assert_eq!(source_list(&sources), expected);
+    }
+
+    #[test]
+    fn source_list_json_names_the_credential_and_hides_every_secret() {
+        let mut other = serde_json::Map::new();
+        other.insert("encryptedClientSecret".into(), "c3VwZXI=".into());
+        let sources = [
+            Source {
+                name: "Default".into(),
+                url: "http://127.0.0.1:8624".into(),
+                encrypted_token: Some("c2VjcmV0".into()),
+                other,
+                ..Default::default()
+            },
+            Source {
+                name: "My\x1bPackages".into(),
+                url: "https://devbuilds:url-secret@othersource.somewhere.dev/".into(),
+                default_feed: Some("unapproved-nuget".into()),
+                username: Some("devbuilds".into()),
+                password: Some("hunter2".into()),
+                ..Default::default()
+            },
+            Source {
+                name: "Open".into(),
+                url: "not a url".into(),
+                ..Default::default()
+            },
+        ];
+        let expected = r#"[
+  {
+    "name": "Default",
+    "url": "http://127.0.0.1:8624/",
+    "defaultFeed": null,
+    "username": null,
+    "credential": "apiKey"
+  },
+  {
+    "name": "My\u001bPackages",
+    "url": "https://devbuilds@othersource.somewhere.dev/",
+    "defaultFeed": "unapproved-nuget",
+    "username": "devbuilds",
+    "credential": "user"
+  },
+  {
+    "name": "Open",
+    "url": "not a url",
+    "defaultFeed": null,
+    "username": null,
+    "credential": null
+  }
+]
+"#;
+        assert_eq!(source_list_json(&sources).as_deref(), Ok(expected));
+        assert_eq!(source_list_json(&[]).as_deref(), Ok("[]\n"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::cli::{
 };
 use crate::client::{resolve, ApiError, Client};
 use crate::error::Error;
+use crate::listing;
 use crate::output::{
     group_list, permission_list, permission_text, print, printable, task_list, user_list,
 };
@@ -25,13 +26,14 @@ pub fn run(command: SecurityCommand) -> Result<(), Error> {
         SecurityCommand::Users(users) => run_users(users),
         SecurityCommand::Permissions(permissions) => run_permissions(permissions),
         SecurityCommand::Groups(groups) => run_groups(groups),
-        SecurityCommand::Tasks(TasksCommand::List(server)) => {
-            let client = client(&server)?;
-            let tasks: Vec<TaskInfo> = client
-                .get_json(paths::TASKS_LIST, &[])
-                .map_err(|e| e.describe("listing tasks"))?;
-            print(&task_list(&tasks))
-        }
+        SecurityCommand::Tasks(TasksCommand::List(args)) => listing::show::<TaskInfo>(
+            &client(&args.server)?,
+            paths::TASKS_LIST,
+            &[],
+            args.output,
+            "listing tasks",
+            task_list,
+        ),
     }
 }
 
@@ -53,10 +55,14 @@ fn run_users(users: UsersCommand) -> Result<(), Error> {
                 .map(|t| ("search-term", t))
                 .into_iter()
                 .collect();
-            let users: Vec<UserInfo> = client
-                .get_json(paths::USERS_LIST, &query)
-                .map_err(|e| e.describe("listing users"))?;
-            print(&user_list(&users))
+            listing::show::<UserInfo>(
+                &client,
+                paths::USERS_LIST,
+                &query,
+                args.output,
+                "listing users",
+                user_list,
+            )
         }
         UsersCommand::Delete(args) => {
             let client = Client::new(&resolve(&args.server.into())?)?;
@@ -134,12 +140,14 @@ fn passwd(args: UsersPasswdArgs) -> Result<(), Error> {
 /// Runs a `security permissions` command.
 fn run_permissions(command: PermissionsCommand) -> Result<(), Error> {
     match command {
-        PermissionsCommand::List(server) => {
-            let permissions: Vec<PermissionInfo> = client(&server)?
-                .get_json(paths::PERMISSIONS_LIST, &[])
-                .map_err(|e| e.describe("listing permissions"))?;
-            print(&permission_list(&permissions))
-        }
+        PermissionsCommand::List(args) => listing::show::<PermissionInfo>(
+            &client(&args.server)?,
+            paths::PERMISSIONS_LIST,
+            &[],
+            args.output,
+            "listing permissions",
+            permission_list,
+        ),
         PermissionsCommand::Add(args) => add_permission(args),
         PermissionsCommand::Delete(args) => {
             let client = client(&args.server)?;
@@ -190,7 +198,14 @@ fn add_permission(args: PermissionsAddArgs) -> Result<(), Error> {
 /// Runs a `security groups` command.
 fn run_groups(command: GroupsCommand) -> Result<(), Error> {
     match command {
-        GroupsCommand::List(server) => print(&group_list(&list_groups(&client(&server)?)?)),
+        GroupsCommand::List(args) => listing::show::<GroupInfo>(
+            &client(&args.server)?,
+            paths::GROUPS_LIST,
+            &[],
+            args.output,
+            "listing groups",
+            group_list,
+        ),
         GroupsCommand::Add(args) => {
             let client = client(&args.server)?;
             let name = printable(&args.name);

@@ -6,7 +6,7 @@ use crate::cli::{SourcesAddArgs, SourcesCommand};
 use crate::client::{parse_server_url, Client, Target};
 use crate::config::{config_path, obfuscate, Config, Source};
 use crate::error::Error;
-use crate::output::{note, print, printable, source_list};
+use crate::output::{note, print, printable, source_list, source_list_json};
 use crate::prompt::login_password;
 
 /// Runs a `sources` command.
@@ -30,7 +30,14 @@ pub fn run(command: SourcesCommand) -> Result<(), Error> {
                 if replaced { "Replaced" } else { "Added" }
             ))
         }
-        SourcesCommand::List => print(&source_list(&Config::load(&path)?.sources)),
+        SourcesCommand::List(args) => {
+            let sources = Config::load(&path)?.sources;
+            print(&if args.json {
+                source_list_json(&sources)?
+            } else {
+                source_list(&sources)
+            })
+        }
         SourcesCommand::Remove(args) => {
             let mut config = Config::load(&path)?;
             let before = config.sources.len();
