@@ -8,17 +8,18 @@
 //! 2026-12-01 10:00:01  42  key 1000  apikey.delete  key 1001  127.0.0.1  {"selfRevocation":true}
 //! ```
 //!
-//! No entries: `No audit entries found.`
+//! No entries: `No audit entries found.` With `--json`: the server's array as sent.
 
 use std::fmt::Write as _;
 
 use clap::{Args, Subcommand};
 use proget_api::{paths, AuditEntry};
 
-use crate::cli::ServerOptions;
+use crate::cli::{JsonOption, ServerOptions};
 use crate::client::{resolve, Client};
 use crate::error::Error;
-use crate::output::{print, printable};
+use crate::listing;
+use crate::output::printable;
 
 /// `pgutil audit …`
 #[derive(Debug, Subcommand)]
@@ -44,6 +45,9 @@ pub struct AuditListArgs {
     /// Only entries about this target, e.g. "key 1001" or "user jsmith".
     #[arg(long, value_name = "TARGET")]
     pub target: Option<String>,
+    /// `--json`: the server's JSON array as it sent it.
+    #[command(flatten)]
+    pub output: JsonOption,
     /// Server and credential.
     #[command(flatten)]
     pub server: ServerOptions,
@@ -65,10 +69,14 @@ pub fn run(command: AuditCommand) -> Result<(), Error> {
             if let Some(target) = &args.target {
                 query.push(("target", target));
             }
-            let entries: Vec<AuditEntry> = client
-                .get_json(paths::AUDIT_LIST, &query)
-                .map_err(|e| e.describe("listing audit entries"))?;
-            print(&audit_list(&entries))
+            listing::show::<AuditEntry>(
+                &client,
+                paths::AUDIT_LIST,
+                &query,
+                args.output,
+                "listing audit entries",
+                audit_list,
+            )
         }
     }
 }

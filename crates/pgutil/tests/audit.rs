@@ -97,6 +97,21 @@ fn audit_list_prints_one_line_per_entry_newest_first_and_filters() {
     );
     let none = ok(&config, &server, &["audit", "list", "--action=group.add"]);
     assert_eq!(none, "No audit entries found.\n");
+
+    // --json: the server's array as sent, filters applied.
+    let json = ok(&config, &server, &["audit", "list", "--json", "--limit=2"]);
+    assert!(json.ends_with('\n'));
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&json).expect("a JSON array");
+    let ids: Vec<i64> = entries.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [4, 3]);
+    assert_eq!(entries[1]["details"], serde_json::json!({"type": "system"}));
+    assert_eq!(entries[1]["actor"], "user Admin");
+    let empty = ok(
+        &config,
+        &server,
+        &["audit", "list", "--json", "--action=group.add"],
+    );
+    assert_eq!(empty, "[]\n");
 }
 
 #[test]
