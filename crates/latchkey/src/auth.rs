@@ -60,13 +60,6 @@ pub fn extract_credential(
     query: Option<&str>,
     body: &[u8],
 ) -> Result<Option<Credential>, AuthError> {
-    let as_key = |text: String| match text.split_once(':') {
-        Some((user, password)) => Credential::PseudoKey {
-            user: user.to_owned(),
-            password: password.to_owned(),
-        },
-        None => Credential::Key(text),
-    };
     let mut found: Vec<Credential> = Vec::new();
     // A header that is not UTF-8 is still a (wrong) credential: it must not be skipped.
     for value in headers.get_all("x-apikey") {
@@ -96,6 +89,71 @@ pub fn extract_credential(
         return Err(AuthError::Ambiguous);
     }
     Ok(found.pop())
+}
+
+/// Takes the credential of a request forwarded by a reverse proxy (forward
+/// auth): the `X-ApiKey` and `X-NuGet-ApiKey` headers, `Authorization: Basic`
+/// (`api:KEY` or `user:password`), `Authorization: Bearer KEY`, and `key=`
+/// in the query of the forwarded URI (`forwarded_query`). `user:password`
+/// in a key channel is a pseudo-key; an empty value counts as absent; more
+/// than one credential is [`AuthError::Ambiguous`]. No body is read.
+pub fn extract_forwarded_credential(
+    headers: &HeaderMap,
+    forwarded_query: Option<&str>,
+) -> Result<Option<Credential>, AuthError> {
+    let mut found: Option<Credential> = None;
+    let mut add = |c: Credential| {
+        if found.replace(c).is_some() {
+            Err(AuthError::Ambiguous)
+        } else {
+            Ok(())
+        }
+    };
+    for name in ["x-apikey", "x-nuget-apikey"] {
+        for value in headers.get_all(name) {
+            // Not UTF-8 is still a (wrong) credential: it must not be skipped.
+            let text = String::from_utf8_lossy(value.as_bytes());
+            if !text.is_empty() {
+                add(as_key(text.into_owned()))?;
+            }
+        }
+    }
+    if let Some(q) = forwarded_query {
+        for key in form_params(q.as_bytes(), "key") {
+            add(as_key(key))?;
+        }
+    }
+    for (user, password) in basic_auth(headers) {
+        if user == "api" {
+            if !password.is_empty() {
+                add(Credential::Key(password))?;
+            }
+        } else {
+            add(Credential::Login { user, password })?;
+        }
+    }
+    for value in headers.get_all(header::AUTHORIZATION) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let Some((scheme, token)) = text.trim().split_once(' ') else {
+            continue;
+        };
+        let token = token.trim();
+        if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() {
+            add(as_key(token.to_owned()))?;
+        }
+    }
+    Ok(found)
+}
+
+/// A value given where a key is expected: `user:password` is a pseudo-key.
+pub fn as_key(text: String) -> Credential {
+    match text.split_once(':') {
+        Some((user, password)) => Credential::PseudoKey {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        },
+        None => Credential::Key(text),
+    }
 }
 
 /// The media type of the request, lower-cased, without parameters.
@@ -634,6 +692,73 @@ mod tests {
             })
         );
         assert_eq!(one(&headers(&[]), None, b""), None);
+    }
+
+    fn forwarded(h: &HeaderMap, query: Option<&str>) -> Result<Option<Credential>, AuthError> {
+        extract_forwarded_credential(h, query)
+    }
+
+    #[test]
+    fn forwarded_credentials_come_from_each_proxy_channel() {
+        let pseudo = Some(Credential::PseudoKey {
+            user: "u".into(),
+            password: "p:q".into(),
+        });
+        let h = |pairs: &[(&str, &str)]| forwarded(&headers(pairs), None).unwrap();
+        assert_eq!(h(&[("X-ApiKey", "a")]), key("a"));
+        assert_eq!(h(&[("X-NuGet-ApiKey", "n")]), key("n"));
+        assert_eq!(h(&[("Authorization", "Bearer  t ")]), key("t"));
+        assert_eq!(h(&[("Authorization", "bearer u:p:q")]), pseudo);
+        assert_eq!(h(&[("X-ApiKey", "u:p:q")]), pseudo);
+        assert_eq!(h(&[("Authorization", &basic("api:b"))]), key("b"));
+        assert_eq!(
+            h(&[("Authorization", &basic("Admin:pw"))]),
+            Some(Credential::Login {
+                user: "Admin".into(),
+                password: "pw".into()
+            })
+        );
+        assert_eq!(
+            forwarded(&headers(&[]), Some("x=1&key=k%2B1")).unwrap(),
+            key("k+1")
+        );
+        assert_eq!(h(&[("X-ApiKey", ""), ("Authorization", "Bearer ")]), None);
+        // The sub-request's own body and query are not channels here.
+        assert_eq!(h(&[JSON]), None);
+    }
+
+    #[test]
+    fn two_forwarded_credentials_are_refused() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
+            (&[("X-ApiKey", "a"), ("X-NuGet-ApiKey", "a")], None),
+            (&[("X-ApiKey", "a"), ("X-ApiKey", "b")], None),
+            (&[("Authorization", "Bearer a")], Some("key=a")),
+            (&[], Some("key=a&key=b")),
+            (
+                &[("Authorization", "Bearer a"), ("Authorization", "Bearer b")],
+                None,
+            ),
+            (
+                &[("X-NuGet-ApiKey", "a"), ("Authorization", "Bearer b")],
+                None,
+            ),
+        ];
+        for (pairs, query) in cases {
+            assert!(
+                matches!(
+                    forwarded(&headers(pairs), *query),
+                    Err(AuthError::Ambiguous)
+                ),
+                "{pairs:?} {query:?}"
+            );
+        }
+        let mut h = headers(&[("X-ApiKey", "a")]);
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&basic("Admin:pw")).unwrap(),
+        );
+        assert!(matches!(forwarded(&h, None), Err(AuthError::Ambiguous)));
     }
 
     #[test]

@@ -103,6 +103,16 @@ pub struct ServeArgs {
     /// Days audit entries are kept (0: forever); older ones are pruned in the background.
     #[arg(long, env = "LATCHKEY_AUDIT_DAYS", default_value_t = 365)]
     pub audit_days: u32,
+    /// Proxies (comma-separated CIDR networks or addresses) whose
+    /// X-Forwarded-For is believed: a request from one of them counts as
+    /// coming from the last untrusted address in that header (default: none).
+    #[arg(
+        long,
+        env = "LATCHKEY_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR,..."
+    )]
+    pub trusted_proxies: Vec<crate::http::client::Cidr>,
 }
 
 impl ServeArgs {

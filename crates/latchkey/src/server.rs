@@ -27,6 +27,7 @@ use crate::domain::{
     administrators_grant, same_name, AuditContext, Digester, KeyId, Scope, Subject, Task,
     UserChange, ADMINISTRATORS,
 };
+use crate::http::client::TrustedProxies;
 use crate::http::limiter::LimiterConfig;
 use crate::http::{router, App, Limits};
 use crate::secrets::{fingerprint, same_fingerprint, write_private, Secrets, SECRET_FILE};
@@ -88,6 +89,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rules: args.input_rules(),
         body_timeout: Duration::from_secs(args.body_timeout),
         limiter,
+        trusted_proxies: TrustedProxies::new(args.trusted_proxies.clone()),
     });
     // Installed before the listening line, so that no signal finds the default action.
     let signals = Signals::install()?;

@@ -3,13 +3,16 @@
 mod api_keys;
 mod audit;
 mod body;
+pub mod client;
 mod error;
+mod forward;
 mod groups;
 mod health;
 pub mod limiter;
 mod permissions;
 mod tasks;
 mod users;
+mod verify;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -21,7 +24,7 @@ use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 use proget_api::paths;
 use serde::de::DeserializeOwned;
@@ -59,6 +62,8 @@ pub struct App {
     pub body_timeout: Duration,
     /// Refuses addresses with too many failed authentications; `None` when disabled.
     pub limiter: Option<limiter::Limiter>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: client::TrustedProxies,
 }
 
 /// Shared state of the router.
@@ -72,11 +77,15 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         in_flight: Semaphore::new(limits.max_in_flight),
         body_timeout: app.body_timeout,
         bodies: body::BodyGate::new(body::BODIES_PER_CLIENT, body::BODY_BYTES_PER_CLIENT),
+        trusted_proxies: app.trusted_proxies.clone(),
     });
     Router::new()
         .route(paths::API_KEYS_CREATE, post(api_keys::create))
         .route(paths::API_KEYS_LIST, get(api_keys::list))
         .route(paths::API_KEYS_DELETE, post(api_keys::delete))
+        .route(paths::API_KEYS_VERIFY, post(verify::verify))
+        .route(paths::API_KEYS_SELF, get(verify::own_key))
+        .route(paths::AUTH_FORWARD, any(forward::forward))
         .route(paths::USERS_ADD, post(users::add))
         .route(paths::USERS_LIST, get(users::list))
         .route(paths::USERS_DELETE, delete(users::delete))
@@ -115,6 +124,18 @@ struct FrontDoor {
     body_timeout: Duration,
     /// Bodies being read, per client address.
     bodies: body::BodyGate,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    trusted_proxies: client::TrustedProxies,
+}
+
+/// The client address of a request (see [`client`]), set by the front door
+/// for every request that came over a socket.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+/// The client address the front door found, if the request came over a socket.
+fn client_addr(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions.get::<ClientAddr>().map(|c| c.0)
 }
 
 /// What every request passes first, in one layer (each layer costs a boxed
@@ -127,7 +148,10 @@ async fn front_door(State(door): State<Arc<FrontDoor>>, mut req: Request, next: 
     let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| door.trusted_proxies.client(c.0.ip(), req.headers()));
+    if let Some(ip) = client {
+        req.extensions_mut().insert(ClientAddr(ip));
+    }
     let mut logged = start_log(&mut req, client);
     let response = match admit(&door, req, client).await {
         Ok((req, health)) if health => next.run(req).await,
@@ -152,6 +176,10 @@ async fn admit(
     }
     let health = req.uri().path().starts_with(paths::HEALTH);
     let (parts, body) = req.into_parts();
+    if parts.uri.path() == paths::AUTH_FORWARD {
+        // Forward auth ignores the body: it is never read.
+        return Ok((Request::from_parts(parts, Body::empty()), health));
+    }
     let body = body::read(
         &door.bodies,
         client,
@@ -188,8 +216,9 @@ fn oversized_head(req: &Request) -> Option<Response> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    declared_body
-        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    // Forward auth never reads its body, so its size does not matter.
+    (declared_body.is_some_and(|n| n > MAX_BODY_BYTES as u64)
+        && req.uri().path() != paths::AUTH_FORWARD)
         .then(body_too_large)
 }
 
@@ -337,21 +366,26 @@ impl Caller {
 
     /// Parses the body as JSON; errors name the property at fault.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, AppError> {
-        let de = &mut serde_json::Deserializer::from_slice(&self.body);
-        let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() || path == "." {
-                AppError::BadRequest(format!("invalid JSON: {inner}"))
-            } else {
-                AppError::BadRequest(format!("{path}: {inner}"))
-            }
-        })?;
-        // One JSON value and nothing after it (as the credential reader reads it).
-        de.end()
-            .map_err(|e| AppError::BadRequest(format!("invalid JSON: {e}")))?;
-        Ok(value)
+        parse_json(&self.body)
     }
+}
+
+/// Parses a JSON body: one value and nothing after it; errors name the property at fault.
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() || path == "." {
+            AppError::BadRequest(format!("invalid JSON: {inner}"))
+        } else {
+            AppError::BadRequest(format!("{path}: {inner}"))
+        }
+    })?;
+    // One JSON value and nothing after it (as the credential reader reads it).
+    de.end()
+        .map_err(|e| AppError::BadRequest(format!("invalid JSON: {e}")))?;
+    Ok(value)
 }
 
 impl FromRequest<AppState> for Caller {
@@ -360,10 +394,7 @@ impl FromRequest<AppState> for Caller {
     async fn from_request(req: Request, app: &AppState) -> Result<Self, Response> {
         let (parts, body) = req.into_parts();
         // Requests without a peer address (in-process tests) are not limited.
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        let peer = client_addr(&parts.extensions);
         // Charged on arrival, so that concurrent guesses cannot overshoot the
         // limit and a client that hangs up is still counted.
         let attempt = match app.limiter.as_ref().zip(peer) {
