@@ -25,6 +25,7 @@ both_backends!(
     limiter_blocks_are_recorded,
     reset_admin_and_secret_rotation_are_recorded,
     old_entries_are_pruned_after_audit_days_and_kept_with_0,
+    behind_a_trusted_proxy_the_forwarded_client_address_is_recorded,
 );
 
 /// `GET /api/audit/list?query` as the admin; asserts 200.
@@ -500,4 +501,26 @@ fn old_entries_are_pruned_after_audit_days_and_kept_with_0(backend: Backend) {
         1,
         "recent entries stay"
     );
+}
+
+fn behind_a_trusted_proxy_the_forwarded_client_address_is_recorded(backend: Backend) {
+    let s = TestServer::start_with(
+        backend,
+        Options {
+            args: vec!["--trusted-proxies".into(), "127.0.0.1".into()],
+            ..Default::default()
+        },
+    );
+    let r = client()
+        .post(s.url("/api/api-keys/create"))
+        .header("X-ApiKey", s.admin())
+        .header("X-Forwarded-For", "198.51.100.4, 203.0.113.9")
+        .header("content-type", "application/json")
+        .body(full_control().to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let created = audit(&s, "?action=apikey.create");
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["address"], "203.0.113.9", "{}", created[0]);
 }
