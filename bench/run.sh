@@ -3,8 +3,9 @@
 #
 #   bench/run.sh            full run: SQLite (and PostgreSQL when
 #                           LATCHKEY_TEST_POSTGRES_URL is set); writes BENCHMARKS.md
-#   bench/run.sh --smoke    scenario 1 (log on and off) for 5 s against the
-#                           baseline, SQLite only; prints the table, writes
+#   bench/run.sh --smoke    scenario 1 (log on and off) and scenarios 7 and 8
+#                           (64 connections only) for 5 s against their
+#                           baselines, SQLite only; prints the table, writes
 #                           nothing (for .ci/run)
 #
 # It installs wrk, hyperfine and jq from Debian's packages when missing,
@@ -15,7 +16,12 @@
 # init(), no response() callback, non-2xx counted by wrk itself). The baseline
 # is driven by the same script with the same keys. Scenario 1 runs twice: with
 # the request log on (RUST_LOG=info, stderr on a pipe, as under systemd or a
-# container runtime) and off (RUST_LOG=warn, as every other scenario). Every
+# container runtime) and off (RUST_LOG=warn, as every other scenario). Scenario 7
+# is forward auth (/api/auth/forward?feed=F, 200 rotating warm feed keys)
+# against the baseline driven on the same route with the same keys; scenario
+# 8 is nginx (bench/nginx.conf around docs/nginx/latchkey.conf) with
+# auth_request to latchkey in front of the baseline, against the same nginx
+# in front of the same baseline without auth_request. Every
 # figure is also given as a ratio to the baseline of the same run. The exit status is nonzero when
 # any scenario errors (a non-2xx response, a socket error, a server that
 # does not start, a failed command); a missed target is reported, not an error.
@@ -51,6 +57,9 @@ CONNS_HIGH=64 THREADS_HIGH=2
 STARTS=5        # scenario 6: starts per database
 CURL_RUNS=5     # scenario 4: admin lists
 PGUTIL_RUNS=20  # scenario 5: pgutil deletes
+# Scenarios 7 and 8: the feed whose keys the forward-auth requests rotate through.
+FORWARD_FEED=feed-0
+FORWARD_PATH="/api/auth/forward?feed=$FORWARD_FEED"
 
 WORK=$ROOT/target/bench
 if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
@@ -92,6 +101,7 @@ install_tools() {
   for tool in wrk hyperfine jq curl; do
     command -v "$tool" >/dev/null || missing+=("$tool")
   done
+  nginx_bin >/dev/null || missing+=(nginx)
   if [[ -n $PG_ADMIN_URL && $MODE == full ]] && ! command -v psql >/dev/null; then
     missing+=(postgresql-client)
   fi
@@ -101,6 +111,8 @@ install_tools() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 }
+
+nginx_bin() { command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; }; }
 
 build() {
   say "building $CARGO_PROFILE binaries"
@@ -162,9 +174,13 @@ stop_server() {
 
 # ------------------------------------------------------------------ recording
 
-# record BACKEND SCENARIO CONNS VALUE UNIT P50_MS P99_MS NOTE
+# record BACKEND SCENARIO CONNS VALUE UNIT P50_MS P99_MS NOTE [BASE]: BASE
+# names the baseline of the ratios: `list` (the default) for the list
+# baseline, `forward` for the baseline on the forward-auth route, `nginx` for
+# nginx without auth_request. Stored as column 8, before the note: an empty
+# field is lost in the middle of a line that `read` splits on tabs.
 record() {
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "${9:-list}" "$8" >>"$RESULTS"
 }
 
 # run_wrk LABEL THREADS CONNS URL SCRIPT ARGS…: runs wrk and sets RPS, P50_MS,
@@ -223,10 +239,86 @@ bench_baseline() { # TAG: start or end
       BASE_P99[$conns]=$P99_MS
     fi
   done
+  # Scenario 7's baseline: the forward-auth route, the same feed keys.
+  url="http://$SERVER_ADDR$FORWARD_PATH"
+  for conns in "${NEW_CONN_SET[@]}"; do
+    run_wrk "baseline forward $tag" "$(threads_for "$conns")" "$conns" "$url" bench/keys.lua "$SEED_SQLITE/feed-keys.txt"
+    record baseline "baseline ($tag), forward-auth route and feed keys" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" ""
+    if [[ $tag == start ]]; then
+      BASE_RPS[forward$conns]=$RPS
+      BASE_P99[forward$conns]=$P99_MS
+    fi
+  done
   stop_server "$pid"
 }
 
 threads_for() { if (($1 == CONNS_LOW)); then echo "$THREADS_LOW"; else echo "$THREADS_HIGH"; fi; }
+
+# Scenario 7: forward auth, /api/auth/forward?feed=F with 200 rotating feed
+# keys of feed F, warmed first (one request each).
+bench_forward() { # BACKEND ADDR SEED_DIR
+  local backend=$1 url="http://$2$FORWARD_PATH" file=$3/feed-keys.txt conns
+  warm_keys "$file" "$url" "scenario 7 ($backend)"
+  for conns in "${NEW_CONN_SET[@]}"; do
+    run_wrk "$backend 7. forward" "$(threads_for "$conns")" "$conns" "$url" bench/keys.lua "$file"
+    record "$backend" "7. forward auth by $ROTATING_KEYS rotating feed keys (warm)" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" "" forward
+  done
+}
+
+# One request per key, in sequence; every one must be allowed.
+warm_keys() { # FILE URL LABEL
+  local key code bad=0
+  while IFS= read -r key; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-ApiKey: $key" "$2")
+    [[ $code == 200 ]] || bad=$((bad + 1))
+  done <"$1"
+  ((bad == 0)) || fail "$3 warm-up: $bad keys were not allowed"
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Scenario 8: nginx with auth_request to latchkey in front of the baseline,
+# against the same nginx in front of the same baseline without auth_request.
+bench_nginx() { # LATCHKEY_ADDR SEED_DIR
+  local latchkey=$1 file=$2/feed-keys.txt prefix=$WORK/nginx guarded bare nginx conns upstream_pid nginx_pid _
+  nginx=$(nginx_bin) || { fail "scenario 8: nginx is not installed"; return; }
+  start_server upstream "$BIN/examples/bench_baseline" --listen 127.0.0.1:0
+  upstream_pid=$SERVER_PID
+  guarded=127.0.0.1:$(free_port)
+  bare=127.0.0.1:$(free_port)
+  rm -rf "$prefix"
+  mkdir -p "$prefix/tmp"
+  # The documented site, its feed changed to the seeded one.
+  sed -e "s|@LATCHKEY@|$latchkey|; s|@PACKAGE_INDEX@|$SERVER_ADDR|; s|@LISTEN@|$guarded|" \
+    -e "s|forward?feed=pypi-internal|forward?feed=$FORWARD_FEED|" docs/nginx/latchkey.conf >"$prefix/latchkey.conf"
+  sed -e "s|@PREFIX@|$prefix|g; s|@BARE@|$bare|" \
+    -e "s|@USER@|$([[ $EUID == 0 ]] && echo 'user root;')|" bench/nginx.conf >"$prefix/nginx.conf"
+  "$nginx" -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/error.log" -g 'daemon off;' 2>>"$WORK/nginx.log" &
+  nginx_pid=$!
+  PIDS+=("$nginx_pid")
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://$bare/" && curl -s -o /dev/null "http://$guarded/" && break
+    sleep 0.1
+  done
+  if ! kill -0 "$nginx_pid" 2>/dev/null; then
+    fail "scenario 8: nginx did not start; see $prefix/error.log and $WORK/nginx.log"
+    stop_server "$upstream_pid"
+    return
+  fi
+  warm_keys "$file" "http://$guarded/" "scenario 8"
+  for conns in "${NEW_CONN_SET[@]}"; do
+    run_wrk "nginx bare" "$(threads_for "$conns")" "$conns" "http://$bare/" bench/keys.lua "$file"
+    record nginx "8. nginx → baseline, no auth_request" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" ""
+    BASE_RPS[nginx$conns]=$RPS
+    BASE_P99[nginx$conns]=$P99_MS
+    run_wrk "nginx auth_request" "$(threads_for "$conns")" "$conns" "http://$guarded/" bench/keys.lua "$file"
+    record sqlite "8. nginx → latchkey auth_request → baseline, $ROTATING_KEYS rotating feed keys" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" "" nginx
+  done
+  stop_server "$nginx_pid"
+  stop_server "$upstream_pid"
+}
 
 # Scenario 6: start to `listening on`, on fresh empty databases and on the seeded one.
 bench_start() { # BACKEND SEEDED_URL SEEDED_DIR
@@ -386,6 +478,10 @@ seed() { # DATABASE_URL OUT_DIR
   # Scenario 1 (and the baseline) rotate through the personal keys of this many users.
   head -n "$ROTATING_KEYS" "$2/personal-keys.txt" >"$2/rotating-keys.txt"
   (($(wc -l <"$2/rotating-keys.txt") == ROTATING_KEYS)) || die "fewer than $ROTATING_KEYS personal keys seeded"
+  # Scenarios 7 and 8: feed keys of one feed. bench_seed makes key 1000 + i,
+  # among the delete pairs, a feed key of feed-(i % 100) when i is even.
+  awk -v n="$ROTATING_KEYS" '($1 - 1000) % 100 == 0 { print $2; if (++c == n) exit }' "$2/delete-pairs.txt" >"$2/feed-keys.txt"
+  (($(wc -l <"$2/feed-keys.txt") == ROTATING_KEYS)) || die "fewer than $ROTATING_KEYS feed keys of $FORWARD_FEED seeded"
 }
 
 run_backend() { # BACKEND DATABASE_URL DATA_DIR SEED_DIR
@@ -404,6 +500,11 @@ run_backend() { # BACKEND DATABASE_URL DATA_DIR SEED_DIR
   LATCHKEY_PID=$SERVER_PID
   local addr=$SERVER_ADDR
   bench_list "$backend" "1. log off (warn): $scenario1" "$seed/rotating-keys.txt" "$addr"
+  # Before scenario 3, which deletes these keys too.
+  bench_forward "$backend" "$addr" "$seed"
+  if [[ $backend == sqlite ]]; then
+    bench_nginx "$addr" "$seed"
+  fi
   if [[ $MODE == full ]]; then
     warm_pseudo_keys "$seed/pseudo-keys.txt" "$addr"
     bench_list "$backend" "2. list by a user:password pseudo-key (warm)" "$seed/pseudo-keys.txt" "$addr"
@@ -437,12 +538,13 @@ ratio() {
 result_table() {
   echo "| back end | scenario | conns | result | p50 ms | p99 ms | req/s vs baseline | p99 vs baseline | note |"
   echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
-  local backend scenario conns value unit p50 p99 note r_rps r_p99
-  while IFS=$'\t' read -r backend scenario conns value unit p50 p99 note; do
+  local backend scenario conns value unit p50 p99 note base r_rps r_p99
+  while IFS=$'\t' read -r backend scenario conns value unit p50 p99 base note; do
     r_rps=- r_p99=-
-    if [[ $unit == "req/s" || $unit == "deletes/s" ]] && [[ $backend != baseline ]]; then
-      r_rps=$(ratio "$value" "${BASE_RPS[$conns]:-}")
-      r_p99=$(ratio "$p99" "${BASE_P99[$conns]:-}")
+    [[ $base == list ]] && base=""
+    if [[ $unit == "req/s" || $unit == "deletes/s" ]] && [[ $backend != baseline && $backend != nginx ]]; then
+      r_rps=$(ratio "$value" "${BASE_RPS[$base$conns]:-}")
+      r_p99=$(ratio "$p99" "${BASE_P99[$base$conns]:-}")
     fi
     echo "| $backend | $scenario | $conns | $value $unit | $p50 | $p99 | $r_rps | $r_p99 | $note |"
   done <"$RESULTS"
@@ -472,7 +574,7 @@ ratio_of() { # BACKEND SCENARIO CONNS FIELD BASE
 
 targets_table() {
   local h=$CONNS_HIGH l=$CONNS_LOW
-  echo "| target (issues 6 and 10) | measured | target | verdict |"
+  echo "| target (issues 6, 10 and 11) | measured | target | verdict |"
   echo "| --- | ---: | ---: | --- |"
   target "1. SQLite, log on, req/s at $h connections ÷ baseline" "$(ratio_of sqlite "1. log on" "$h" 4 "${BASE_RPS[$h]}")" 0.70 ge
   target "1. SQLite, log on, p99 at $h connections ÷ baseline p99" "$(ratio_of sqlite "1. log on" "$h" 7 "${BASE_P99[$h]}")" 1.5 le
@@ -480,6 +582,11 @@ targets_table() {
   if [[ -n $PG_ADMIN_URL && $MODE == full ]]; then
     target "1. PostgreSQL, log on, req/s at $h connections ÷ baseline" "$(ratio_of postgres "1. log on" "$h" 4 "${BASE_RPS[$h]}")" 0.50 ge
   fi
+  target "7. SQLite, forward auth req/s at $h connections ÷ baseline on that route" "$(ratio_of sqlite 7. "$h" 4 "${BASE_RPS[forward$h]:-}")" 0.70 ge
+  if [[ -n $PG_ADMIN_URL && $MODE == full ]]; then
+    target "7. PostgreSQL, forward auth req/s at $h connections ÷ baseline on that route" "$(ratio_of postgres 7. "$h" 4 "${BASE_RPS[forward$h]:-}")" 0.70 ge
+  fi
+  echo "| 8. nginx with auth_request, req/s at $h connections ÷ the same nginx without | $(ratio_of sqlite 8. "$h" 4 "${BASE_RPS[nginx$h]:-}") | none | reported |"
   [[ $MODE == full ]] || return 0
   target "2. SQLite, warm pseudo-key req/s at $h connections ÷ baseline" "$(ratio_of sqlite 2. "$h" 4 "${BASE_RPS[$h]}")" 0.50 ge
   target "3. SQLite, durable deletes/s at $h connections" "$(lookup sqlite 3. "$h" 4)" 5000 ge
@@ -520,6 +627,12 @@ main() {
   : >"$RESULTS"
   declare -gA BASE_RPS=() BASE_P99=()
   CONN_SET=("$CONNS_LOW" "$CONNS_HIGH")
+  # Scenarios 7 and 8 (and 7's baseline): 64 connections only in a smoke run.
+  if [[ $MODE == smoke ]]; then
+    NEW_CONN_SET=("$CONNS_HIGH")
+  else
+    NEW_CONN_SET=("$CONNS_LOW" "$CONNS_HIGH")
+  fi
 
   SEED_SQLITE=$WORK/seed-sqlite
   local sqlite_dir=$WORK/sqlite-data sqlite_url

@@ -2,6 +2,8 @@
 //! temporary data directory, on SQLite or on a fresh PostgreSQL database.
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
