@@ -100,6 +100,9 @@ pub struct ServeArgs {
     /// Seconds a blocked address gets 429; doubles on each repeat, up to 15 minutes (0: no limit).
     #[arg(long, env = "LATCHKEY_AUTH_BLOCK_SECONDS", default_value_t = crate::http::limiter::DEFAULT_BLOCK_SECONDS)]
     pub auth_block_seconds: u64,
+    /// Days audit entries are kept (0: forever); older ones are pruned in the background.
+    #[arg(long, env = "LATCHKEY_AUDIT_DAYS", default_value_t = 365)]
+    pub audit_days: u32,
     /// Proxies (comma-separated CIDR networks or addresses) whose
     /// X-Forwarded-For is believed: a request from one of them counts as
     /// coming from the last untrusted address in that header (default: none).

@@ -499,3 +499,81 @@ mod tests {
         assert_ne!(a.login("admin", "pw"), a.key("admin:pw"));
     }
 }
+
+/// Who made a change, as the audit trail records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An API key, by id (`key 1000`), also a personal key acting for its owner.
+    Key(KeyId),
+    /// A user who logged in or used a pseudo-key (`user NAME`).
+    User(String),
+    /// The server itself or an operator's command (`system`).
+    System,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Key(id) => write!(f, "key {id}"),
+            Actor::User(name) => write!(f, "user {name}"),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}
+
+/// What the store needs to write a change's audit entry besides the change
+/// itself: who made it, from where, and (rarely) the action to record
+/// instead of the store's own name for the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditContext {
+    /// Who made the change.
+    pub actor: Actor,
+    /// The client's address (`None` for the server's own changes).
+    pub address: Option<std::net::IpAddr>,
+    /// Replaces the store's action name, e.g. `admin.reset` for the user
+    /// edit `latchkey reset-admin` makes.
+    pub action: Option<&'static str>,
+}
+
+impl AuditContext {
+    /// A change the server or an operator's command makes.
+    pub const SYSTEM: AuditContext = AuditContext {
+        actor: Actor::System,
+        address: None,
+        action: None,
+    };
+
+    /// A change made by `principal` from `address`.
+    pub fn of(principal: &Principal, address: Option<std::net::IpAddr>) -> Self {
+        let actor = match principal {
+            Principal::Key(k) => Actor::Key(k.id),
+            Principal::User(u) => Actor::User(u.name.clone()),
+        };
+        AuditContext {
+            actor,
+            address,
+            action: None,
+        }
+    }
+
+    /// The same context recording `action` instead of the store's name.
+    pub fn with_action(self, action: &'static str) -> Self {
+        AuditContext {
+            action: Some(action),
+            ..self
+        }
+    }
+}
+
+/// Which audit entries to list: newest first, ids below `before`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only entries with ids below this one (the next page).
+    pub before: Option<i64>,
+    /// Most entries returned.
+    pub limit: u32,
+    /// Only entries about this target, e.g. `key 1001`.
+    pub target: Option<String>,
+    /// Only entries of this action, e.g. `apikey.delete`.
+    pub action: Option<String>,
+}

@@ -24,8 +24,8 @@ use tower::ServiceExt;
 use crate::auth::{hash_password, Authenticator};
 use crate::config::{ResetAdminArgs, ServeArgs};
 use crate::domain::{
-    administrators_grant, same_name, Digester, KeyId, Scope, Subject, Task, UserChange,
-    ADMINISTRATORS,
+    administrators_grant, same_name, AuditContext, Digester, KeyId, Scope, Subject, Task,
+    UserChange, ADMINISTRATORS,
 };
 use crate::http::client::TrustedProxies;
 use crate::http::limiter::LimiterConfig;
@@ -66,6 +66,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let secrets = installation_secrets(store.as_ref(), data_dir, &url).await?;
     create_first_admin(store.as_ref(), data_dir).await?;
+    let mut limiter = LimiterConfig::build(args.auth_failure_limit, args.auth_block_seconds);
+    if let Some(limiter) = &mut limiter {
+        let (blocks, reports) = tokio::sync::mpsc::channel(BLOCK_REPORTS);
+        limiter.report_blocks(blocks);
+        tokio::spawn(audit_blocks(store.clone(), reports));
+    }
+    if args.audit_days > 0 {
+        tokio::spawn(prune_audit(store.clone(), args.audit_days));
+    }
 
     let app = Arc::new(App {
         store: store.clone(),
@@ -79,7 +88,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         custom_keys: args.custom_keys,
         rules: args.input_rules(),
         body_timeout: Duration::from_secs(args.body_timeout),
-        limiter: LimiterConfig::build(args.auth_failure_limit, args.auth_block_seconds),
+        limiter,
         trusted_proxies: TrustedProxies::new(args.trusted_proxies.clone()),
         usage: crate::usage::Usage::start(
             store.clone(),
@@ -123,6 +132,68 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Limiter blocks waiting for their audit entry; more are dropped (and logged).
+const BLOCK_REPORTS: usize = 1024;
+
+/// Writes a `limiter.block` audit entry for each block the limiter reports,
+/// off the request path (the limiter never waits for this task).
+async fn audit_blocks(
+    store: Arc<dyn Store>,
+    mut reports: tokio::sync::mpsc::Receiver<crate::http::limiter::Block>,
+) {
+    while let Some(block) = reports.recv().await {
+        let audit = AuditContext {
+            address: Some(block.address),
+            ..AuditContext::SYSTEM
+        };
+        let details = serde_json::json!({
+            "seconds": block.duration.as_secs(),
+            "failures": block.failures,
+        });
+        let target = format!("address {}", block.address);
+        if let Err(e) = store
+            .record_audit(&audit, "limiter.block", &target, details)
+            .await
+        {
+            tracing::warn!(error = %format!("{:#}", anyhow::Error::from(e)), "cannot record a limiter block in the audit trail");
+        }
+    }
+}
+
+/// Audit entries deleted per statement while pruning.
+const PRUNE_BATCH: u32 = 500;
+/// Time between pruning runs (the first runs at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes audit entries older than `days`, at start and then hourly, in
+/// batches of [`PRUNE_BATCH`] with a pause between them, so that no
+/// statement holds the writer for long.
+async fn prune_audit(store: Arc<dyn Store>, days: u32) {
+    loop {
+        let cutoff = time::OffsetDateTime::now_utc().unix_timestamp() - i64::from(days) * 86_400;
+        let mut pruned = 0;
+        loop {
+            match store.prune_audit(cutoff, PRUNE_BATCH).await {
+                Ok(n) => {
+                    pruned += n;
+                    if n < u64::from(PRUNE_BATCH) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{:#}", anyhow::Error::from(e)), "pruning the audit trail failed");
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if pruned > 0 {
+            tracing::info!(entries = pruned, days, "pruned old audit entries");
+        }
+        tokio::time::sleep(PRUNE_EVERY).await;
+    }
 }
 
 /// `latchkey reset-admin`: gives `Admin` a new password and makes sure it
@@ -192,7 +263,11 @@ pub async fn reset_admin(args: ResetAdminArgs) -> anyhow::Result<()> {
 /// in `Administrators`, the grant `allow Administer globally for group
 /// Administrators` present, and no global deny of `Administer` on `Admin` or
 /// `Administrators`; recreates the user if needed. Returns what was done.
+///
+/// Audited as `system`: the permission changes as `permission.add` /
+/// `permission.delete`, the user's change as `admin.reset`.
 async fn set_admin_password(store: &dyn Store, hash: String) -> anyhow::Result<String> {
+    let reset = AuditContext::SYSTEM.with_action("admin.reset");
     let mut done = Vec::new();
     let security = store.security().await?;
     let admins_grant = administrators_grant();
@@ -202,7 +277,9 @@ async fn set_admin_password(store: &dyn Store, hash: String) -> anyhow::Result<S
             && p.scope == Scope::Global
             && !p.deny
     }) {
-        store.add_permission(admins_grant).await?;
+        store
+            .add_permission(&AuditContext::SYSTEM, admins_grant)
+            .await?;
         done.push(format!(
             "restored the grant of Administer to {ADMINISTRATORS}"
         ));
@@ -213,7 +290,7 @@ async fn set_admin_password(store: &dyn Store, hash: String) -> anyhow::Result<S
             Subject::Group(g) => same_name(g, ADMINISTRATORS),
         };
         if p.deny && p.task == Task::Administer && p.scope == Scope::Global && on_admin {
-            store.delete_permission(p.id).await?;
+            store.delete_permission(&AuditContext::SYSTEM, p.id).await?;
             done.push(format!(
                 "deleted permission {} (a deny of Administer)",
                 p.id
@@ -234,7 +311,7 @@ async fn set_admin_password(store: &dyn Store, hash: String) -> anyhow::Result<S
                 ..UserChange::default()
             };
             store
-                .update_user(change)
+                .update_user(&reset, change)
                 .await?
                 .context("user Admin vanished while being reset")?;
             done.insert(
@@ -246,7 +323,7 @@ async fn set_admin_password(store: &dyn Store, hash: String) -> anyhow::Result<S
             }
         }
         None => {
-            store.create_user(first_admin(hash)).await?;
+            store.create_user(&reset, first_admin(hash)).await?;
             done.insert(0, format!("recreated user Admin in {ADMINISTRATORS}"));
         }
     }
@@ -429,7 +506,12 @@ async fn installation_secrets(
                 .is_some_and(|p| same_fingerprint(&s, &fingerprint(p))) =>
         {
             if !store
-                .replace_setting(FINGERPRINT_SETTING, &s, &current)
+                .replace_setting(
+                    &AuditContext::SYSTEM.with_action("secret.rotate"),
+                    FINGERPRINT_SETTING,
+                    &s,
+                    &current,
+                )
                 .await?
             {
                 // Another node may have moved it first.
@@ -632,7 +714,10 @@ async fn create_first_admin(store: &dyn Store, data_dir: &Path) -> anyhow::Resul
         write_private(&password_file, &password)?;
     }
     let created = store
-        .create_first_user(first_admin(hash_password(&password)?))
+        .create_first_user(
+            &AuditContext::SYSTEM,
+            first_admin(hash_password(&password)?),
+        )
         .await?;
     match (created, generated) {
         (true, true) => tracing::warn!(

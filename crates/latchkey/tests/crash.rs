@@ -1,7 +1,8 @@
 //! Crash test: several clients create and delete keys while the server is
 //! killed with SIGKILL at random moments and restarted on the same data.
 //! Every acknowledged (`200`) change must survive; an unacknowledged one may
-//! have happened or not, but never halfway.
+//! have happened or not, but never halfway, and never without its audit
+//! entry (nor an entry without its change).
 
 mod common;
 
@@ -246,11 +247,95 @@ fn acknowledged_changes_survive_sigkill_at_random_moments(backend: Backend) {
         acknowledged >= 20,
         "too few acknowledged operations to mean anything: {counts:?}"
     );
+    audit_matches_the_keys(&http, &server, driver, &listing);
     let deletes = attempts.iter().filter(|a| a.deleted.is_some()).count();
     println!(
         "crash test ({backend:?}): {} operations ({} creates, {deletes} deletes) across {kills} SIGKILLs in {:.1} s; {counts:?}",
         attempts.len() + deletes,
         attempts.len(),
         start.elapsed().as_secs_f64(),
+    );
+}
+
+/// Every audit entry, newest first, read page by page.
+fn all_audit_entries(http: &Client, server: &TestServer, driver: &str) -> Vec<Value> {
+    let mut entries: Vec<Value> = Vec::new();
+    loop {
+        let before = entries
+            .last()
+            .map(|e| format!("&before={}", e["id"]))
+            .unwrap_or_default();
+        let page: Vec<Value> = http
+            .get(server.url(&format!("/api/audit/list?limit=1000{before}")))
+            .header("X-ApiKey", driver)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if page.is_empty() {
+            return entries;
+        }
+        entries.extend(page);
+    }
+}
+
+/// The audit trail agrees with the keys: every key that exists has exactly
+/// one `apikey.create` entry and no `apikey.delete`; every key with a create
+/// entry that is gone has exactly one `apikey.delete`; every
+/// `apikey.delete` entry's key is gone.
+fn audit_matches_the_keys(http: &Client, server: &TestServer, driver: &str, listing: &[Value]) {
+    let existing: std::collections::HashSet<i64> =
+        listing.iter().filter_map(|k| k["id"].as_i64()).collect();
+    let entries = all_audit_entries(http, server, driver);
+    let mut created = HashMap::<i64, usize>::new();
+    let mut deleted = HashMap::<i64, usize>::new();
+    for e in &entries {
+        let id = || -> i64 {
+            e["target"]
+                .as_str()
+                .and_then(|t| t.strip_prefix("key "))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("bad key target in {e}"))
+        };
+        match e["action"].as_str() {
+            Some("apikey.create") => *created.entry(id()).or_default() += 1,
+            Some("apikey.delete") => *deleted.entry(id()).or_default() += 1,
+            _ => {}
+        }
+    }
+    for id in &existing {
+        assert_eq!(
+            created.get(id),
+            Some(&1),
+            "key {id} exists: one create entry"
+        );
+        assert_eq!(
+            deleted.get(id),
+            None,
+            "key {id} exists, yet has a delete entry"
+        );
+    }
+    for (id, n) in &created {
+        assert_eq!(*n, 1, "key {id}: {n} create entries");
+        if !existing.contains(id) {
+            assert_eq!(
+                deleted.get(id),
+                Some(&1),
+                "key {id} is gone without its delete entry"
+            );
+        }
+    }
+    for (id, n) in &deleted {
+        assert_eq!(*n, 1, "key {id}: {n} delete entries");
+        assert!(
+            !existing.contains(id),
+            "key {id} has a delete entry, yet exists"
+        );
+        assert!(created.contains_key(id), "key {id} deleted, never created");
+    }
+    assert!(
+        deleted.len() >= 10,
+        "too few deletes in the audit trail to mean anything: {}",
+        deleted.len()
     );
 }

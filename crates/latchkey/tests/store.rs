@@ -22,6 +22,9 @@ use time::OffsetDateTime;
 
 use common::TestDatabase;
 
+/// The audit context of the changes these tests make.
+const SYSTEM: domain::AuditContext = domain::AuditContext::SYSTEM;
+
 /// Declares each test once per back end: `sqlite::name` and `postgres::name`.
 /// `[sqlite: attr]` before a name puts `#[attr]` on the SQLite test only.
 macro_rules! store_tests {
@@ -86,6 +89,9 @@ store_tests! {
     concurrent_permission_and_group_writes_leave_an_administrator,
     the_cached_security_model_changes_with_every_write,
     opening_an_old_database_adds_the_groups_its_users_name,
+    every_successful_write_has_exactly_one_audit_entry_and_a_refused_one_none,
+    audit_entries_are_listed_newest_first_by_page_and_filter,
+    audit_entries_are_pruned_by_age_in_batches,
 }
 
 /// `sslmode=require` in the URL: every session of the store is encrypted
@@ -283,13 +289,17 @@ fn demote(name: &str) -> UserChange {
 // ---- keys ---------------------------------------------------------------
 
 async fn first_key_gets_id_1000_and_ids_increase(ctx: Ctx) {
-    let first = ctx.store.create_key(system_key("a")).await.unwrap();
+    let first = ctx
+        .store
+        .create_key(&SYSTEM, system_key("a"))
+        .await
+        .unwrap();
     assert_eq!(first.id, 1000);
     let mut last = first.id;
     for i in 0..5 {
         let key = ctx
             .store
-            .create_key(system_key(&format!("k{i}")))
+            .create_key(&SYSTEM, system_key(&format!("k{i}")))
             .await
             .unwrap();
         assert!(key.id > last, "{} after {last}", key.id);
@@ -302,15 +312,18 @@ async fn ids_of_deleted_keys_are_never_reused(ctx: Ctx) {
     for round in 0..3 {
         let key = ctx
             .store
-            .create_key(system_key(&format!("r{round}")))
+            .create_key(&SYSTEM, system_key(&format!("r{round}")))
             .await
             .unwrap();
         assert!(seen.insert(key.id), "id {} handed out twice", key.id);
         // Deleting the newest key is what tempts a max(id)+1 scheme to reuse it.
-        assert!(ctx.store.delete_key(key.id).await.unwrap());
+        assert!(ctx.store.delete_key(&SYSTEM, key.id).await.unwrap());
     }
     let after_reopen = ctx.open_again().await;
-    let key = after_reopen.create_key(system_key("after")).await.unwrap();
+    let key = after_reopen
+        .create_key(&SYSTEM, system_key("after"))
+        .await
+        .unwrap();
     assert!(seen.iter().all(|&old| key.id > old), "{} reused", key.id);
 }
 
@@ -327,7 +340,7 @@ async fn key_fields_round_trip(ctx: Ctx) {
         logging: Logging::Both,
         ..system_key("feed")
     };
-    let created = ctx.store.create_key(feed_key).await.unwrap();
+    let created = ctx.store.create_key(&SYSTEM, feed_key).await.unwrap();
     assert_eq!(created.key_type, ApiKeyType::Feed);
     assert_eq!(created.display_name.as_deref(), Some("CI upload"));
     assert_eq!(created.description.as_deref(), Some("used by the build"));
@@ -348,11 +361,14 @@ async fn key_fields_round_trip(ctx: Ctx) {
 
     let system = ctx
         .store
-        .create_key(NewKey {
-            system_apis: vec![SystemApi::Feeds, SystemApi::SbomUpload],
-            feed_group: Some("group".into()),
-            ..system_key("sys")
-        })
+        .create_key(
+            &SYSTEM,
+            NewKey {
+                system_apis: vec![SystemApi::Feeds, SystemApi::SbomUpload],
+                feed_group: Some("group".into()),
+                ..system_key("sys")
+            },
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -364,13 +380,21 @@ async fn key_fields_round_trip(ctx: Ctx) {
 }
 
 async fn digest_lookup_returns_the_key_with_its_owner(ctx: Ctx) {
-    let alice = ctx.store.create_user(new_user("Alice")).await.unwrap();
-    let personal = ctx
+    let alice = ctx
         .store
-        .create_key(personal_key("alice's", alice.id))
+        .create_user(&SYSTEM, new_user("Alice"))
         .await
         .unwrap();
-    let system = ctx.store.create_key(system_key("system")).await.unwrap();
+    let personal = ctx
+        .store
+        .create_key(&SYSTEM, personal_key("alice's", alice.id))
+        .await
+        .unwrap();
+    let system = ctx
+        .store
+        .create_key(&SYSTEM, system_key("system"))
+        .await
+        .unwrap();
 
     let found = ctx
         .store
@@ -395,8 +419,12 @@ async fn digest_lookup_returns_the_key_with_its_owner(ctx: Ctx) {
 }
 
 async fn duplicate_digest_is_duplicate_key(ctx: Ctx) {
-    let first = ctx.store.create_key(system_key("same")).await.unwrap();
-    let again = ctx.store.create_key(system_key("same")).await;
+    let first = ctx
+        .store
+        .create_key(&SYSTEM, system_key("same"))
+        .await
+        .unwrap();
+    let again = ctx.store.create_key(&SYSTEM, system_key("same")).await;
     assert!(matches!(again, Err(StoreError::DuplicateKey)), "{again:?}");
     assert_eq!(ctx.store.list_keys(None).await.unwrap(), [first]);
 }
@@ -404,7 +432,7 @@ async fn duplicate_digest_is_duplicate_key(ctx: Ctx) {
 async fn replace_digest_moves_the_key_to_the_new_digest(ctx: Ctx) {
     let key = ctx
         .store
-        .create_key(system_key("old secret"))
+        .create_key(&SYSTEM, system_key("old secret"))
         .await
         .unwrap();
     ctx.store
@@ -425,7 +453,7 @@ async fn replace_digest_moves_the_key_to_the_new_digest(ctx: Ctx) {
         .unwrap();
     assert_eq!(moved, Some(key.clone()));
     // A key deleted meanwhile stays deleted.
-    assert!(ctx.store.delete_key(key.id).await.unwrap());
+    assert!(ctx.store.delete_key(&SYSTEM, key.id).await.unwrap());
     ctx.store
         .replace_digest(key.id, &digest("newer secret"))
         .await
@@ -441,11 +469,19 @@ async fn replace_digest_moves_the_key_to_the_new_digest(ctx: Ctx) {
 }
 
 async fn delete_key_is_true_once_then_false(ctx: Ctx) {
-    let key = ctx.store.create_key(system_key("doomed")).await.unwrap();
-    let kept = ctx.store.create_key(system_key("kept")).await.unwrap();
-    assert!(ctx.store.delete_key(key.id).await.unwrap());
-    assert!(!ctx.store.delete_key(key.id).await.unwrap());
-    assert!(!ctx.store.delete_key(99_999).await.unwrap());
+    let key = ctx
+        .store
+        .create_key(&SYSTEM, system_key("doomed"))
+        .await
+        .unwrap();
+    let kept = ctx
+        .store
+        .create_key(&SYSTEM, system_key("kept"))
+        .await
+        .unwrap();
+    assert!(ctx.store.delete_key(&SYSTEM, key.id).await.unwrap());
+    assert!(!ctx.store.delete_key(&SYSTEM, key.id).await.unwrap());
+    assert!(!ctx.store.delete_key(&SYSTEM, 99_999).await.unwrap());
     assert_eq!(ctx.store.key_by_id(key.id).await.unwrap(), None);
     assert_eq!(
         ctx.store.key_by_digest(&digest("doomed")).await.unwrap(),
@@ -458,13 +494,13 @@ async fn sixteen_concurrent_deletes_of_one_id_succeed_exactly_once(ctx: Ctx) {
     for round in 0..5 {
         let key = ctx
             .store
-            .create_key(system_key(&format!("race{round}")))
+            .create_key(&SYSTEM, system_key(&format!("race{round}")))
             .await
             .unwrap();
         let deletes: Vec<_> = (0..16)
             .map(|_| {
                 let store = ctx.store.clone();
-                tokio::spawn(async move { store.delete_key(key.id).await })
+                tokio::spawn(async move { store.delete_key(&SYSTEM, key.id).await })
             })
             .collect();
         let mut successes = 0;
@@ -478,7 +514,11 @@ async fn sixteen_concurrent_deletes_of_one_id_succeed_exactly_once(ctx: Ctx) {
 }
 
 async fn keys_after_pages_through_every_key_in_id_order(ctx: Ctx) {
-    let alice = ctx.store.create_user(new_user("alice")).await.unwrap();
+    let alice = ctx
+        .store
+        .create_user(&SYSTEM, new_user("alice"))
+        .await
+        .unwrap();
     let mut created = Vec::new();
     for i in 0..7 {
         let key = if i % 2 == 0 {
@@ -486,9 +526,9 @@ async fn keys_after_pages_through_every_key_in_id_order(ctx: Ctx) {
         } else {
             personal_key(&format!("p{i}"), alice.id)
         };
-        created.push(ctx.store.create_key(key).await.unwrap());
+        created.push(ctx.store.create_key(&SYSTEM, key).await.unwrap());
     }
-    ctx.store.delete_key(created[3].id).await.unwrap();
+    ctx.store.delete_key(&SYSTEM, created[3].id).await.unwrap();
     created.remove(3);
 
     let mut paged = Vec::new();
@@ -505,7 +545,11 @@ async fn keys_after_pages_through_every_key_in_id_order(ctx: Ctx) {
 }
 
 async fn json_pages_match_the_wire_serialisation_of_every_kind_of_key(ctx: Ctx) {
-    let alice = ctx.store.create_user(new_user("Alice")).await.unwrap();
+    let alice = ctx
+        .store
+        .create_user(&SYSTEM, new_user("Alice"))
+        .await
+        .unwrap();
     let when = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
     let odd_text = "quote \" backslash \\ tab\t control\u{1} é ✓ </script>".to_owned();
     let keys = [
@@ -542,7 +586,7 @@ async fn json_pages_match_the_wire_serialisation_of_every_kind_of_key(ctx: Ctx) 
         personal_key("personal", alice.id),
     ];
     for key in keys {
-        ctx.store.create_key(key).await.unwrap();
+        ctx.store.create_key(&SYSTEM, key).await.unwrap();
     }
     let expected: Vec<serde_json::Value> = ctx
         .store
@@ -574,32 +618,47 @@ async fn json_pages_match_the_wire_serialisation_of_every_kind_of_key(ctx: Ctx) 
 }
 
 async fn list_keys_all_or_by_owner_ordered_by_id(ctx: Ctx) {
-    let alice = ctx.store.create_user(new_user("alice")).await.unwrap();
-    let bob = ctx.store.create_user(new_user("bob")).await.unwrap();
+    let alice = ctx
+        .store
+        .create_user(&SYSTEM, new_user("alice"))
+        .await
+        .unwrap();
+    let bob = ctx
+        .store
+        .create_user(&SYSTEM, new_user("bob"))
+        .await
+        .unwrap();
     let a1 = ctx
         .store
-        .create_key(personal_key("a1", alice.id))
+        .create_key(&SYSTEM, personal_key("a1", alice.id))
         .await
         .unwrap();
     let b1 = ctx
         .store
-        .create_key(personal_key("b1", bob.id))
+        .create_key(&SYSTEM, personal_key("b1", bob.id))
         .await
         .unwrap();
-    let s1 = ctx.store.create_key(system_key("s1")).await.unwrap();
+    let s1 = ctx
+        .store
+        .create_key(&SYSTEM, system_key("s1"))
+        .await
+        .unwrap();
     let a2 = ctx
         .store
-        .create_key(personal_key("a2", alice.id))
+        .create_key(&SYSTEM, personal_key("a2", alice.id))
         .await
         .unwrap();
     // A non-personal key that names a user is not one of their personal keys.
     let odd = ctx
         .store
-        .create_key(NewKey {
-            user_id: Some(alice.id),
-            personal_cap: None,
-            ..system_key("odd")
-        })
+        .create_key(
+            &SYSTEM,
+            NewKey {
+                user_id: Some(alice.id),
+                personal_cap: None,
+                ..system_key("odd")
+            },
+        )
         .await
         .unwrap();
 
@@ -627,7 +686,11 @@ async fn list_keys_all_or_by_owner_ordered_by_id(ctx: Ctx) {
 // ---- users --------------------------------------------------------------
 
 async fn user_lookup_is_case_insensitive_and_keeps_spelling(ctx: Ctx) {
-    let created = ctx.store.create_user(new_user("McAdmin")).await.unwrap();
+    let created = ctx
+        .store
+        .create_user(&SYSTEM, new_user("McAdmin"))
+        .await
+        .unwrap();
     assert_eq!(created.name, "McAdmin");
     assert_eq!(created.display_name.as_deref(), Some("McAdmin Display"));
     assert_eq!(created.email.as_deref(), Some("mcadmin@example.org"));
@@ -641,9 +704,12 @@ async fn user_lookup_is_case_insensitive_and_keeps_spelling(ctx: Ctx) {
 }
 
 async fn user_names_are_unique_case_insensitively(ctx: Ctx) {
-    ctx.store.create_user(new_user("Carol")).await.unwrap();
+    ctx.store
+        .create_user(&SYSTEM, new_user("Carol"))
+        .await
+        .unwrap();
     for spelling in ["Carol", "carol", "CAROL"] {
-        let again = ctx.store.create_user(new_user(spelling)).await;
+        let again = ctx.store.create_user(&SYSTEM, new_user(spelling)).await;
         assert!(
             matches!(again, Err(StoreError::DuplicateUser)),
             "{spelling}: {again:?}"
@@ -654,14 +720,20 @@ async fn user_names_are_unique_case_insensitively(ctx: Ctx) {
 
 async fn list_users_is_ordered_and_searches_case_insensitively(ctx: Ctx) {
     for name in ["carol", "Bob", "_svc", "alice"] {
-        ctx.store.create_user(new_user(name)).await.unwrap();
+        ctx.store
+            .create_user(&SYSTEM, new_user(name))
+            .await
+            .unwrap();
     }
     ctx.store
-        .create_user(UserChange {
-            display_name: Some("Dana From Accounting".into()),
-            email: None,
-            ..new_user("dz")
-        })
+        .create_user(
+            &SYSTEM,
+            UserChange {
+                display_name: Some("Dana From Accounting".into()),
+                email: None,
+                ..new_user("dz")
+            },
+        )
         .await
         .unwrap();
     let names = |users: Vec<domain::User>| users.into_iter().map(|u| u.name).collect::<Vec<_>>();
@@ -696,14 +768,21 @@ async fn list_users_is_ordered_and_searches_case_insensitively(ctx: Ctx) {
 }
 
 async fn update_user_keeps_unset_fields(ctx: Ctx) {
-    let created = ctx.store.create_user(new_user("Erin")).await.unwrap();
+    let created = ctx
+        .store
+        .create_user(&SYSTEM, new_user("Erin"))
+        .await
+        .unwrap();
     let updated = ctx
         .store
-        .update_user(UserChange {
-            name: "ERIN".into(),
-            email: Some("erin@new.example".into()),
-            ..UserChange::default()
-        })
+        .update_user(
+            &SYSTEM,
+            UserChange {
+                name: "ERIN".into(),
+                email: Some("erin@new.example".into()),
+                ..UserChange::default()
+            },
+        )
         .await
         .unwrap()
         .unwrap();
@@ -717,12 +796,15 @@ async fn update_user_keeps_unset_fields(ctx: Ctx) {
 
     let updated = ctx
         .store
-        .update_user(UserChange {
-            name: "erin".into(),
-            groups: Some(vec!["Administrators".into()]),
-            password_hash: Some("$argon2id$new".into()),
-            ..UserChange::default()
-        })
+        .update_user(
+            &SYSTEM,
+            UserChange {
+                name: "erin".into(),
+                groups: Some(vec!["Administrators".into()]),
+                password_hash: Some("$argon2id$new".into()),
+                ..UserChange::default()
+            },
+        )
         .await
         .unwrap()
         .unwrap();
@@ -732,19 +814,27 @@ async fn update_user_keeps_unset_fields(ctx: Ctx) {
     let login = ctx.store.user_login("Erin").await.unwrap().unwrap();
     assert_eq!(login.password_hash, "$argon2id$new");
 
-    let missing = ctx.store.update_user(new_user("nobody")).await.unwrap();
+    let missing = ctx
+        .store
+        .update_user(&SYSTEM, new_user("nobody"))
+        .await
+        .unwrap();
     assert_eq!(missing, None);
 }
 
 /// A read that returned a row must not leave its connection on an old
 /// snapshot: the next read sees every write committed since.
 async fn reads_after_a_write_see_the_write(ctx: Ctx) {
-    let owner = ctx.store.create_user(new_user("Judy")).await.unwrap();
+    let owner = ctx
+        .store
+        .create_user(&SYSTEM, new_user("Judy"))
+        .await
+        .unwrap();
     for round in 0..3 {
         let text = format!("seen{round}");
         let key = ctx
             .store
-            .create_key(personal_key(&text, owner.id))
+            .create_key(&SYSTEM, personal_key(&text, owner.id))
             .await
             .unwrap();
         assert!(ctx
@@ -755,14 +845,17 @@ async fn reads_after_a_write_see_the_write(ctx: Ctx) {
             .is_some());
         let before = ctx.store.user_login("judy").await.unwrap().unwrap();
         ctx.store
-            .update_user(UserChange {
-                name: "judy".into(),
-                password_hash: Some(format!("$argon2id$round{round}")),
-                ..UserChange::default()
-            })
+            .update_user(
+                &SYSTEM,
+                UserChange {
+                    name: "judy".into(),
+                    password_hash: Some(format!("$argon2id$round{round}")),
+                    ..UserChange::default()
+                },
+            )
             .await
             .unwrap();
-        assert!(ctx.store.delete_key(key.id).await.unwrap());
+        assert!(ctx.store.delete_key(&SYSTEM, key.id).await.unwrap());
         assert_eq!(
             ctx.store.key_by_digest(&digest(&text)).await.unwrap(),
             None,
@@ -775,48 +868,67 @@ async fn reads_after_a_write_see_the_write(ctx: Ctx) {
 }
 
 async fn delete_user_removes_their_keys_and_only_theirs(ctx: Ctx) {
-    let frank = ctx.store.create_user(new_user("Frank")).await.unwrap();
-    let grace = ctx.store.create_user(new_user("Grace")).await.unwrap();
-    ctx.store
-        .create_key(personal_key("f1", frank.id))
+    let frank = ctx
+        .store
+        .create_user(&SYSTEM, new_user("Frank"))
+        .await
+        .unwrap();
+    let grace = ctx
+        .store
+        .create_user(&SYSTEM, new_user("Grace"))
         .await
         .unwrap();
     ctx.store
-        .create_key(personal_key("f2", frank.id))
+        .create_key(&SYSTEM, personal_key("f1", frank.id))
+        .await
+        .unwrap();
+    ctx.store
+        .create_key(&SYSTEM, personal_key("f2", frank.id))
         .await
         .unwrap();
     let g1 = ctx
         .store
-        .create_key(personal_key("g1", grace.id))
+        .create_key(&SYSTEM, personal_key("g1", grace.id))
         .await
         .unwrap();
-    let s1 = ctx.store.create_key(system_key("s1")).await.unwrap();
+    let s1 = ctx
+        .store
+        .create_key(&SYSTEM, system_key("s1"))
+        .await
+        .unwrap();
 
-    assert!(ctx.store.delete_user("FRANK").await.unwrap());
+    assert!(ctx.store.delete_user(&SYSTEM, "FRANK").await.unwrap());
     assert!(ctx.store.user_login("Frank").await.unwrap().is_none());
     assert_eq!(ctx.store.key_by_digest(&digest("f1")).await.unwrap(), None);
     assert_eq!(ctx.store.key_by_digest(&digest("f2")).await.unwrap(), None);
     assert_eq!(ctx.store.list_keys(None).await.unwrap(), [g1, s1]);
-    assert!(!ctx.store.delete_user("Frank").await.unwrap());
-    assert!(!ctx.store.delete_user("never-existed").await.unwrap());
+    assert!(!ctx.store.delete_user(&SYSTEM, "Frank").await.unwrap());
+    assert!(!ctx
+        .store
+        .delete_user(&SYSTEM, "never-existed")
+        .await
+        .unwrap());
     // The name is free again.
-    ctx.store.create_user(new_user("frank")).await.unwrap();
+    ctx.store
+        .create_user(&SYSTEM, new_user("frank"))
+        .await
+        .unwrap();
 }
 
 async fn create_first_user_creates_only_once(ctx: Ctx) {
     assert!(ctx
         .store
-        .create_first_user(new_user("Admin"))
+        .create_first_user(&SYSTEM, new_user("Admin"))
         .await
         .unwrap());
     assert!(!ctx
         .store
-        .create_first_user(new_user("Admin"))
+        .create_first_user(&SYSTEM, new_user("Admin"))
         .await
         .unwrap());
     assert!(!ctx
         .store
-        .create_first_user(new_user("Other"))
+        .create_first_user(&SYSTEM, new_user("Other"))
         .await
         .unwrap());
     let users = ctx.store.list_users(None).await.unwrap();
@@ -835,9 +947,10 @@ async fn create_first_user_on_several_nodes_at_once_creates_exactly_one(ctx: Ctx
     let attempts: Vec<_> = (0..16)
         .map(|i| {
             let node = nodes[i % nodes.len()].clone();
-            tokio::spawn(
-                async move { node.create_first_user(new_user(&format!("Admin{i}"))).await },
-            )
+            tokio::spawn(async move {
+                node.create_first_user(&SYSTEM, new_user(&format!("Admin{i}")))
+                    .await
+            })
         })
         .collect();
     let mut created = 0;
@@ -855,9 +968,12 @@ async fn create_first_user_on_several_nodes_at_once_creates_exactly_one(ctx: Ctx
 
 async fn has_users_is_false_only_on_an_empty_database(ctx: Ctx) {
     assert!(!ctx.store.has_users().await.unwrap());
-    ctx.store.create_user(new_user("Heidi")).await.unwrap();
+    ctx.store
+        .create_user(&SYSTEM, new_user("Heidi"))
+        .await
+        .unwrap();
     assert!(ctx.store.has_users().await.unwrap());
-    ctx.store.delete_user("heidi").await.unwrap();
+    ctx.store.delete_user(&SYSTEM, "heidi").await.unwrap();
     assert!(!ctx.store.has_users().await.unwrap());
 }
 
@@ -870,12 +986,18 @@ async fn settings_keep_the_first_value_and_replace_only_the_expected_one(ctx: Ct
         "a",
         "the first writer wins"
     );
-    assert!(!s.replace_setting("fingerprint", "b", "c").await.unwrap());
+    assert!(!s
+        .replace_setting(&SYSTEM, "fingerprint", "b", "c")
+        .await
+        .unwrap());
     assert_eq!(
         s.setting("fingerprint").await.unwrap().as_deref(),
         Some("a")
     );
-    assert!(s.replace_setting("fingerprint", "a", "c").await.unwrap());
+    assert!(s
+        .replace_setting(&SYSTEM, "fingerprint", "a", "c")
+        .await
+        .unwrap());
     assert_eq!(
         s.setting("fingerprint").await.unwrap().as_deref(),
         Some("c")
@@ -886,14 +1008,22 @@ async fn settings_keep_the_first_value_and_replace_only_the_expected_one(ctx: Ct
 // ---- durability and start-up --------------------------------------------
 
 async fn committed_data_survives_reopening(ctx: Ctx) {
-    let ivan = ctx.store.create_user(new_user("Ivan")).await.unwrap();
-    let kept = ctx
+    let ivan = ctx
         .store
-        .create_key(personal_key("kept", ivan.id))
+        .create_user(&SYSTEM, new_user("Ivan"))
         .await
         .unwrap();
-    let gone = ctx.store.create_key(system_key("gone")).await.unwrap();
-    assert!(ctx.store.delete_key(gone.id).await.unwrap());
+    let kept = ctx
+        .store
+        .create_key(&SYSTEM, personal_key("kept", ivan.id))
+        .await
+        .unwrap();
+    let gone = ctx
+        .store
+        .create_key(&SYSTEM, system_key("gone"))
+        .await
+        .unwrap();
+    assert!(ctx.store.delete_key(&SYSTEM, gone.id).await.unwrap());
     ctx.store.close().await;
 
     let reopened = ctx.open_again().await;
@@ -926,7 +1056,10 @@ async fn several_nodes_can_migrate_one_database_at_once(ctx: Ctx) {
     for open in opens {
         nodes.push(open.await.unwrap().expect("concurrent start"));
     }
-    let key = nodes[0].create_key(system_key("shared")).await.unwrap();
+    let key = nodes[0]
+        .create_key(&SYSTEM, system_key("shared"))
+        .await
+        .unwrap();
     assert_eq!(key.id, 1000);
     for node in &nodes {
         assert_eq!(node.key_by_id(1000).await.unwrap(), Some(key.clone()));
@@ -936,10 +1069,15 @@ async fn several_nodes_can_migrate_one_database_at_once(ctx: Ctx) {
 
 async fn the_last_administrator_who_can_log_in_is_never_removed(ctx: Ctx) {
     let last_admin = |r: Result<_, StoreError>| matches!(r, Err(StoreError::LastAdministrator));
-    ctx.store.create_user(admin("Ann")).await.unwrap();
-    assert!(last_admin(ctx.store.delete_user("ann").await.map(|_| ())));
+    ctx.store.create_user(&SYSTEM, admin("Ann")).await.unwrap();
     assert!(last_admin(
-        ctx.store.update_user(demote("Ann")).await.map(|_| ())
+        ctx.store.delete_user(&SYSTEM, "ann").await.map(|_| ())
+    ));
+    assert!(last_admin(
+        ctx.store
+            .update_user(&SYSTEM, demote("Ann"))
+            .await
+            .map(|_| ())
     ));
     let ann = ctx.store.user_login("Ann").await.unwrap().unwrap().user;
     let model = ctx.store.security().await.unwrap();
@@ -947,25 +1085,36 @@ async fn the_last_administrator_who_can_log_in_is_never_removed(ctx: Ctx) {
 
     // An administrator without a password cannot log in: it does not count.
     ctx.store
-        .create_user(UserChange {
-            password_hash: Some(String::new()),
-            ..admin("Nopass")
-        })
+        .create_user(
+            &SYSTEM,
+            UserChange {
+                password_hash: Some(String::new()),
+                ..admin("Nopass")
+            },
+        )
         .await
         .unwrap();
-    assert!(last_admin(ctx.store.delete_user("Ann").await.map(|_| ())));
+    assert!(last_admin(
+        ctx.store.delete_user(&SYSTEM, "Ann").await.map(|_| ())
+    ));
 
-    ctx.store.create_user(admin("Bob")).await.unwrap();
-    ctx.store.update_user(demote("Ann")).await.unwrap().unwrap();
-    assert!(last_admin(ctx.store.delete_user("Bob").await.map(|_| ())));
+    ctx.store.create_user(&SYSTEM, admin("Bob")).await.unwrap();
+    ctx.store
+        .update_user(&SYSTEM, demote("Ann"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(last_admin(
+        ctx.store.delete_user(&SYSTEM, "Bob").await.map(|_| ())
+    ));
     assert!(
-        ctx.store.delete_user("Ann").await.unwrap(),
+        ctx.store.delete_user(&SYSTEM, "Ann").await.unwrap(),
         "no longer an administrator"
     );
-    assert!(!ctx.store.delete_user("nobody").await.unwrap());
+    assert!(!ctx.store.delete_user(&SYSTEM, "nobody").await.unwrap());
     let other = ctx
         .store
-        .update_user(new_user("Nopass"))
+        .update_user(&SYSTEM, new_user("Nopass"))
         .await
         .unwrap()
         .unwrap();
@@ -982,13 +1131,16 @@ async fn concurrent_demotions_leave_an_administrator(ctx: Ctx) {
     let store = ctx.store.clone();
     for round in 0..20 {
         let (a, b) = (format!("a{round}"), format!("b{round}"));
-        store.create_user(admin(&a)).await.unwrap();
-        store.create_user(admin(&b)).await.unwrap();
+        store.create_user(&SYSTEM, admin(&a)).await.unwrap();
+        store.create_user(&SYSTEM, admin(&b)).await.unwrap();
         for name in (0..round).flat_map(|r| [format!("a{r}"), format!("b{r}")]) {
             // Only this round's pair remains an administrator.
-            let _ = store.update_user(demote(&name)).await;
+            let _ = store.update_user(&SYSTEM, demote(&name)).await;
         }
-        let (ra, rb) = tokio::join!(store.update_user(demote(&a)), store.update_user(demote(&b)));
+        let (ra, rb) = tokio::join!(
+            store.update_user(&SYSTEM, demote(&a)),
+            store.update_user(&SYSTEM, demote(&b))
+        );
         let refused = [&ra, &rb]
             .iter()
             .filter(|r| matches!(r, Err(StoreError::LastAdministrator)))
@@ -1007,12 +1159,16 @@ async fn concurrent_demotions_leave_an_administrator(ctx: Ctx) {
 }
 
 async fn the_personal_key_cap_holds_under_concurrent_creates(ctx: Ctx) {
-    let owner = ctx.store.create_user(new_user("Capped")).await.unwrap();
+    let owner = ctx
+        .store
+        .create_user(&SYSTEM, new_user("Capped"))
+        .await
+        .unwrap();
     let capped = |text: String| NewKey {
         personal_cap: Some(5),
         ..personal_key(&text, owner.id)
     };
-    let creates = (0..12).map(|i| ctx.store.create_key(capped(format!("capped-{i}"))));
+    let creates = (0..12).map(|i| ctx.store.create_key(&SYSTEM, capped(format!("capped-{i}"))));
     let outcomes = futures_util::future::join_all(creates).await;
     let created = outcomes.iter().filter(|r| r.is_ok()).count();
     let refused = outcomes
@@ -1023,7 +1179,7 @@ async fn the_personal_key_cap_holds_under_concurrent_creates(ctx: Ctx) {
     assert_eq!(ctx.store.list_keys(Some(owner.id)).await.unwrap().len(), 5);
     // Other owners and uncapped creates are not affected.
     ctx.store
-        .create_key(personal_key("uncapped", owner.id))
+        .create_key(&SYSTEM, personal_key("uncapped", owner.id))
         .await
         .unwrap();
 }
@@ -1101,9 +1257,12 @@ async fn a_new_database_has_administrators_and_its_grant(ctx: Ctx) {
         ctx.store.list_groups().await.unwrap(),
         [group_of("Administrators", &[])]
     );
-    let ann = ctx.store.create_user(admin("Ann")).await.unwrap();
+    let ann = ctx.store.create_user(&SYSTEM, admin("Ann")).await.unwrap();
     assert!(policy::is_admin(&ctx.store.security().await.unwrap(), &ann));
-    ctx.store.create_user(new_user("Bob")).await.unwrap();
+    ctx.store
+        .create_user(&SYSTEM, new_user("Bob"))
+        .await
+        .unwrap();
     assert_eq!(
         ctx.store.list_groups().await.unwrap(),
         [
@@ -1114,7 +1273,10 @@ async fn a_new_database_has_administrators_and_its_grant(ctx: Ctx) {
 }
 
 async fn permissions_are_stored_with_their_subjects_spelling(ctx: Ctx) {
-    ctx.store.create_user(new_user("JSmith")).await.unwrap();
+    ctx.store
+        .create_user(&SYSTEM, new_user("JSmith"))
+        .await
+        .unwrap();
     let before = permissions(&*ctx.store).await;
     let added = [
         deny(
@@ -1132,7 +1294,7 @@ async fn permissions_are_stored_with_their_subjects_spelling(ctx: Ctx) {
     ];
     let mut stored = Vec::new();
     for p in added {
-        stored.push(ctx.store.add_permission(p).await.unwrap());
+        stored.push(ctx.store.add_permission(&SYSTEM, p).await.unwrap());
     }
     let subjects: Vec<&Subject> = stored.iter().map(|p| &p.subject).collect();
     assert_eq!(
@@ -1157,9 +1319,17 @@ async fn permissions_are_stored_with_their_subjects_spelling(ctx: Ctx) {
     assert_eq!(model.of_user("jsmith").count(), 2);
     assert_eq!(model.of_group("developers").count(), 1);
 
-    assert!(ctx.store.delete_permission(stored[2].id).await.unwrap());
-    assert!(!ctx.store.delete_permission(stored[2].id).await.unwrap());
-    assert!(!ctx.store.delete_permission(999_999).await.unwrap());
+    assert!(ctx
+        .store
+        .delete_permission(&SYSTEM, stored[2].id)
+        .await
+        .unwrap());
+    assert!(!ctx
+        .store
+        .delete_permission(&SYSTEM, stored[2].id)
+        .await
+        .unwrap());
+    assert!(!ctx.store.delete_permission(&SYSTEM, 999_999).await.unwrap());
     ctx.store.close().await;
     let reopened = ctx.open_again().await;
     let kept: Vec<Permission> = expected
@@ -1174,7 +1344,10 @@ async fn permissions_of_unknown_subjects_are_refused(ctx: Ctx) {
     let before = permissions(&*ctx.store).await;
     match ctx
         .store
-        .add_permission(grant(user("ghost"), Task::ViewPackages, Scope::Global))
+        .add_permission(
+            &SYSTEM,
+            grant(user("ghost"), Task::ViewPackages, Scope::Global),
+        )
         .await
     {
         Err(StoreError::UnknownUser(name)) => assert_eq!(name, "ghost"),
@@ -1182,7 +1355,10 @@ async fn permissions_of_unknown_subjects_are_refused(ctx: Ctx) {
     }
     match ctx
         .store
-        .add_permission(grant(group("Ghosts"), Task::ViewPackages, Scope::Global))
+        .add_permission(
+            &SYSTEM,
+            grant(group("Ghosts"), Task::ViewPackages, Scope::Global),
+        )
         .await
     {
         Err(StoreError::UnknownGroup(name)) => assert_eq!(name, "Ghosts"),
@@ -1193,27 +1369,30 @@ async fn permissions_of_unknown_subjects_are_refused(ctx: Ctx) {
 
 async fn groups_are_created_edited_listed_and_deleted(ctx: Ctx) {
     for name in ["Bob", "ann", "Carl"] {
-        ctx.store.create_user(new_user(name)).await.unwrap();
+        ctx.store
+            .create_user(&SYSTEM, new_user(name))
+            .await
+            .unwrap();
     }
     let qa = ctx
         .store
-        .create_group(group_of("QA", &["BOB", "Ann", "bob"]))
+        .create_group(&SYSTEM, group_of("QA", &["BOB", "Ann", "bob"]))
         .await
         .unwrap();
     assert_eq!(qa, group_of("QA", &["ann", "Bob"]), "canonical, by name");
     assert_eq!(groups_of(&*ctx.store, "bob").await, ["Developers", "QA"]);
     assert!(matches!(
-        ctx.store.create_group(group_of("qa", &[])).await,
+        ctx.store.create_group(&SYSTEM, group_of("qa", &[])).await,
         Err(StoreError::DuplicateGroup)
     ));
     assert!(matches!(
         ctx.store
-            .create_group(group_of("administrators", &[]))
+            .create_group(&SYSTEM, group_of("administrators", &[]))
             .await,
         Err(StoreError::DuplicateGroup)
     ));
     ctx.store
-        .create_group(group_of("Auditors", &[]))
+        .create_group(&SYSTEM, group_of("Auditors", &[]))
         .await
         .unwrap();
     assert_eq!(
@@ -1228,24 +1407,30 @@ async fn groups_are_created_edited_listed_and_deleted(ctx: Ctx) {
 
     let edited = ctx
         .store
-        .edit_group(group_of("qa", &["carl", "Bob"]))
+        .edit_group(&SYSTEM, group_of("qa", &["carl", "Bob"]))
         .await
         .unwrap();
     assert_eq!(edited, Some(group_of("QA", &["Bob", "Carl"])));
     assert_eq!(groups_of(&*ctx.store, "ann").await, ["Developers"]);
     assert_eq!(groups_of(&*ctx.store, "carl").await, ["Developers", "QA"]);
     assert_eq!(
-        ctx.store.edit_group(group_of("Nobody", &[])).await.unwrap(),
+        ctx.store
+            .edit_group(&SYSTEM, group_of("Nobody", &[]))
+            .await
+            .unwrap(),
         None
     );
 
     let on_qa = ctx
         .store
-        .add_permission(grant(group("qa"), Task::ViewPackages, Scope::Global))
+        .add_permission(
+            &SYSTEM,
+            grant(group("qa"), Task::ViewPackages, Scope::Global),
+        )
         .await
         .unwrap();
-    assert!(ctx.store.delete_group("Qa").await.unwrap());
-    assert!(!ctx.store.delete_group("QA").await.unwrap());
+    assert!(ctx.store.delete_group(&SYSTEM, "Qa").await.unwrap());
+    assert!(!ctx.store.delete_group(&SYSTEM, "QA").await.unwrap());
     assert!(
         permissions(&*ctx.store)
             .await
@@ -1266,17 +1451,20 @@ async fn groups_are_created_edited_listed_and_deleted(ctx: Ctx) {
     assert_eq!(names, ["Administrators", "Auditors", "Developers"]);
     for name in ["Administrators", "ADMINISTRATORS"] {
         assert!(matches!(
-            ctx.store.delete_group(name).await,
+            ctx.store.delete_group(&SYSTEM, name).await,
             Err(StoreError::ProtectedGroup)
         ));
     }
 }
 
 async fn group_writes_with_unknown_members_change_nothing(ctx: Ctx) {
-    ctx.store.create_user(new_user("Bob")).await.unwrap();
+    ctx.store
+        .create_user(&SYSTEM, new_user("Bob"))
+        .await
+        .unwrap();
     match ctx
         .store
-        .create_group(group_of("QA", &["Bob", "ghost"]))
+        .create_group(&SYSTEM, group_of("QA", &["Bob", "ghost"]))
         .await
     {
         Err(StoreError::UnknownUser(name)) => assert_eq!(name, "ghost"),
@@ -1294,7 +1482,7 @@ async fn group_writes_with_unknown_members_change_nothing(ctx: Ctx) {
     assert_eq!(names, ["Administrators", "Developers"], "rolled back");
     match ctx
         .store
-        .edit_group(group_of("developers", &["ghost"]))
+        .edit_group(&SYSTEM, group_of("developers", &["ghost"]))
         .await
     {
         Err(StoreError::UnknownUser(name)) => assert_eq!(name, "ghost"),
@@ -1306,29 +1494,35 @@ async fn group_writes_with_unknown_members_change_nothing(ctx: Ctx) {
 async fn user_groups_take_the_groups_spelling_and_unknown_groups_are_created(ctx: Ctx) {
     let u = ctx
         .store
-        .create_user(UserChange {
-            groups: Some(vec![
-                "administrators".into(),
-                "Testers".into(),
-                "ADMINISTRATORS".into(),
-                "testers".into(),
-            ]),
-            ..new_user("Tess")
-        })
+        .create_user(
+            &SYSTEM,
+            UserChange {
+                groups: Some(vec![
+                    "administrators".into(),
+                    "Testers".into(),
+                    "ADMINISTRATORS".into(),
+                    "testers".into(),
+                ]),
+                ..new_user("Tess")
+            },
+        )
         .await
         .unwrap();
     assert_eq!(u.groups, ["Administrators", "Testers"]);
     let updated = ctx
         .store
-        .update_user(UserChange {
-            name: "tess".into(),
-            groups: Some(vec![
-                "TESTERS".into(),
-                "Ｑａ".into(),
-                "administrators".into(),
-            ]),
-            ..UserChange::default()
-        })
+        .update_user(
+            &SYSTEM,
+            UserChange {
+                name: "tess".into(),
+                groups: Some(vec![
+                    "TESTERS".into(),
+                    "Ｑａ".into(),
+                    "administrators".into(),
+                ]),
+                ..UserChange::default()
+            },
+        )
         .await
         .unwrap()
         .unwrap();
@@ -1343,7 +1537,7 @@ async fn user_groups_take_the_groups_spelling_and_unknown_groups_are_created(ctx
     );
     assert!(
         matches!(
-            ctx.store.create_group(group_of("qa", &[])).await,
+            ctx.store.create_group(&SYSTEM, group_of("qa", &[])).await,
             Err(StoreError::DuplicateGroup)
         ),
         "names compare under Unicode folding"
@@ -1351,22 +1545,37 @@ async fn user_groups_take_the_groups_spelling_and_unknown_groups_are_created(ctx
 }
 
 async fn deleting_a_user_deletes_their_permissions(ctx: Ctx) {
-    ctx.store.create_user(new_user("Dora")).await.unwrap();
-    ctx.store.create_user(new_user("Ed")).await.unwrap();
     ctx.store
-        .add_permission(grant(user("dora"), Task::ViewPackages, Scope::Global))
+        .create_user(&SYSTEM, new_user("Dora"))
+        .await
+        .unwrap();
+    ctx.store
+        .create_user(&SYSTEM, new_user("Ed"))
+        .await
+        .unwrap();
+    ctx.store
+        .add_permission(
+            &SYSTEM,
+            grant(user("dora"), Task::ViewPackages, Scope::Global),
+        )
         .await
         .unwrap();
     let eds = ctx
         .store
-        .add_permission(grant(user("ed"), Task::ViewPackages, Scope::Global))
+        .add_permission(
+            &SYSTEM,
+            grant(user("ed"), Task::ViewPackages, Scope::Global),
+        )
         .await
         .unwrap();
-    assert!(ctx.store.delete_user("DORA").await.unwrap());
+    assert!(ctx.store.delete_user(&SYSTEM, "DORA").await.unwrap());
     let left = permissions(&*ctx.store).await;
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(left.contains(&eds));
-    ctx.store.create_user(new_user("Dora")).await.unwrap();
+    ctx.store
+        .create_user(&SYSTEM, new_user("Dora"))
+        .await
+        .unwrap();
     assert_eq!(
         ctx.store.security().await.unwrap().of_user("Dora").count(),
         0,
@@ -1376,27 +1585,32 @@ async fn deleting_a_user_deletes_their_permissions(ctx: Ctx) {
 
 async fn no_permission_or_group_write_removes_the_last_administrator(ctx: Ctx) {
     let store = &*ctx.store;
-    store.create_user(admin("Ann")).await.unwrap();
-    store.create_user(new_user("Bob")).await.unwrap();
+    store.create_user(&SYSTEM, admin("Ann")).await.unwrap();
+    store.create_user(&SYSTEM, new_user("Bob")).await.unwrap();
     let admins_grant = permissions(store).await[0].clone();
     let global = || Scope::Global;
 
     // Ann is the only administrator.
     assert!(is_last_admin(
         store
-            .add_permission(deny(user("ann"), Task::Administer, global()))
+            .add_permission(&SYSTEM, deny(user("ann"), Task::Administer, global()))
             .await
     ));
     assert!(is_last_admin(
         store
-            .add_permission(deny(group("Administrators"), Task::Administer, global()))
+            .add_permission(
+                &SYSTEM,
+                deny(group("Administrators"), Task::Administer, global())
+            )
             .await
     ));
     assert!(is_last_admin(
-        store.delete_permission(admins_grant.id).await
+        store.delete_permission(&SYSTEM, admins_grant.id).await
     ));
     assert!(is_last_admin(
-        store.edit_group(group_of("Administrators", &[])).await
+        store
+            .edit_group(&SYSTEM, group_of("Administrators", &[]))
+            .await
     ));
     assert_eq!(admin_names(store).await, ["Ann"], "nothing changed");
     assert_eq!(
@@ -1408,33 +1622,50 @@ async fn no_permission_or_group_write_removes_the_last_administrator(ctx: Ctx) {
 
     // Denies that do not remove Administer globally are fine.
     store
-        .add_permission(deny(user("ann"), Task::Administer, Scope::Feed("f".into())))
+        .add_permission(
+            &SYSTEM,
+            deny(user("ann"), Task::Administer, Scope::Feed("f".into())),
+        )
         .await
         .unwrap();
     store
-        .add_permission(deny(user("ann"), Task::ManageFeed, global()))
+        .add_permission(&SYSTEM, deny(user("ann"), Task::ManageFeed, global()))
         .await
         .unwrap();
 
     // Bob administers through the group Ops; Ann steps down.
-    store.create_group(group_of("Ops", &["bob"])).await.unwrap();
-    let ops_grant = store
-        .add_permission(grant(group("ops"), Task::Administer, global()))
+    store
+        .create_group(&SYSTEM, group_of("Ops", &["bob"]))
         .await
         .unwrap();
-    store.update_user(demote("Ann")).await.unwrap().unwrap();
+    let ops_grant = store
+        .add_permission(&SYSTEM, grant(group("ops"), Task::Administer, global()))
+        .await
+        .unwrap();
+    store
+        .update_user(&SYSTEM, demote("Ann"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(admin_names(store).await, ["Bob"]);
-    assert!(is_last_admin(store.delete_group("Ops").await));
-    assert!(is_last_admin(store.edit_group(group_of("ops", &[])).await));
-    assert!(is_last_admin(store.delete_permission(ops_grant.id).await));
-    assert!(is_last_admin(store.delete_user("bob").await));
+    assert!(is_last_admin(store.delete_group(&SYSTEM, "Ops").await));
+    assert!(is_last_admin(
+        store.edit_group(&SYSTEM, group_of("ops", &[])).await
+    ));
+    assert!(is_last_admin(
+        store.delete_permission(&SYSTEM, ops_grant.id).await
+    ));
+    assert!(is_last_admin(store.delete_user(&SYSTEM, "bob").await));
     assert!(is_last_admin(
         store
-            .update_user(UserChange {
-                name: "bob".into(),
-                groups: Some(vec!["Developers".into()]),
-                ..UserChange::default()
-            })
+            .update_user(
+                &SYSTEM,
+                UserChange {
+                    name: "bob".into(),
+                    groups: Some(vec!["Developers".into()]),
+                    ..UserChange::default()
+                }
+            )
             .await
     ));
     assert_eq!(admin_names(store).await, ["Bob"]);
@@ -1442,12 +1673,15 @@ async fn no_permission_or_group_write_removes_the_last_administrator(ctx: Ctx) {
 
     // With another administrator, each of those goes through.
     store
-        .edit_group(group_of("Administrators", &["Ann"]))
+        .edit_group(&SYSTEM, group_of("Administrators", &["Ann"]))
         .await
         .unwrap()
         .unwrap();
-    assert!(store.delete_permission(ops_grant.id).await.unwrap());
-    assert!(store.delete_group("ops").await.unwrap());
+    assert!(store
+        .delete_permission(&SYSTEM, ops_grant.id)
+        .await
+        .unwrap());
+    assert!(store.delete_group(&SYSTEM, "ops").await.unwrap());
     assert_eq!(admin_names(store).await, ["Ann"]);
 }
 
@@ -1456,25 +1690,27 @@ async fn no_permission_or_group_write_removes_the_last_administrator(ctx: Ctx) {
 async fn the_administrator_check_counts_only_when_there_was_one(ctx: Ctx) {
     let store = &*ctx.store;
     store
-        .create_user(UserChange {
-            password_hash: Some(String::new()),
-            ..admin("Nopass")
-        })
+        .create_user(
+            &SYSTEM,
+            UserChange {
+                password_hash: Some(String::new()),
+                ..admin("Nopass")
+            },
+        )
         .await
         .unwrap();
-    store.create_user(new_user("Bob")).await.unwrap();
+    store.create_user(&SYSTEM, new_user("Bob")).await.unwrap();
     assert!(admin_names(store).await.is_empty());
     let denied = store
-        .add_permission(deny(
-            group("administrators"),
-            Task::Administer,
-            Scope::Global,
-        ))
+        .add_permission(
+            &SYSTEM,
+            deny(group("administrators"), Task::Administer, Scope::Global),
+        )
         .await
         .unwrap();
-    assert!(store.delete_permission(denied.id).await.unwrap());
+    assert!(store.delete_permission(&SYSTEM, denied.id).await.unwrap());
     store
-        .edit_group(group_of("Administrators", &["bob"]))
+        .edit_group(&SYSTEM, group_of("Administrators", &["bob"]))
         .await
         .unwrap()
         .unwrap();
@@ -1489,23 +1725,23 @@ async fn concurrent_permission_and_group_writes_leave_an_administrator(ctx: Ctx)
     let mut old_grants = Vec::new();
     for round in 0..15 {
         let (a, b) = (format!("a{round}"), format!("b{round}"));
-        store.create_user(admin(&a)).await.unwrap();
-        store.create_user(new_user(&b)).await.unwrap();
+        store.create_user(&SYSTEM, admin(&a)).await.unwrap();
+        store.create_user(&SYSTEM, new_user(&b)).await.unwrap();
         let b_grant = store
-            .add_permission(grant(user(&b), Task::Administer, Scope::Global))
+            .add_permission(&SYSTEM, grant(user(&b), Task::Administer, Scope::Global))
             .await
             .unwrap();
         // Only this round's pair administers.
         store
-            .edit_group(group_of("Administrators", &[&a]))
+            .edit_group(&SYSTEM, group_of("Administrators", &[&a]))
             .await
             .unwrap();
         for id in old_grants.drain(..) {
-            store.delete_permission(id).await.unwrap();
+            store.delete_permission(&SYSTEM, id).await.unwrap();
         }
         let (ra, rb) = tokio::join!(
-            store.edit_group(group_of("Administrators", &[])),
-            store.delete_permission(b_grant.id)
+            store.edit_group(&SYSTEM, group_of("Administrators", &[])),
+            store.delete_permission(&SYSTEM, b_grant.id)
         );
         let refused = usize::from(matches!(ra, Err(StoreError::LastAdministrator)))
             + usize::from(matches!(rb, Err(StoreError::LastAdministrator)));
@@ -1524,10 +1760,10 @@ async fn the_cached_security_model_changes_with_every_write(ctx: Ctx) {
         Arc::ptr_eq(&first, &cache.security().await.unwrap()),
         "served from memory"
     );
-    let ann = cache.create_user(admin("Ann")).await.unwrap();
-    cache.create_user(new_user("Bob")).await.unwrap();
+    let ann = cache.create_user(&SYSTEM, admin("Ann")).await.unwrap();
+    cache.create_user(&SYSTEM, new_user("Bob")).await.unwrap();
     let added = cache
-        .add_permission(grant(user("bob"), Task::Administer, Scope::Global))
+        .add_permission(&SYSTEM, grant(user("bob"), Task::Administer, Scope::Global))
         .await
         .unwrap();
     assert!(cache
@@ -1538,23 +1774,35 @@ async fn the_cached_security_model_changes_with_every_write(ctx: Ctx) {
         .contains(&added));
     let bob = cache.user_login("bob").await.unwrap().unwrap().user;
     assert!(policy::is_admin(&cache.security().await.unwrap(), &bob));
-    assert!(cache.delete_permission(added.id).await.unwrap());
+    assert!(cache.delete_permission(&SYSTEM, added.id).await.unwrap());
     assert!(!policy::is_admin(&cache.security().await.unwrap(), &bob));
 
     // Group edits reach the users (and keys) the cache holds.
-    cache.create_group(group_of("Ops", &["bob"])).await.unwrap();
+    cache
+        .create_group(&SYSTEM, group_of("Ops", &["bob"]))
+        .await
+        .unwrap();
     let ops = cache
-        .add_permission(grant(group("Ops"), Task::Administer, Scope::Global))
+        .add_permission(
+            &SYSTEM,
+            grant(group("Ops"), Task::Administer, Scope::Global),
+        )
         .await
         .unwrap();
     let bob = cache.user_login("bob").await.unwrap().unwrap().user;
     assert_eq!(bob.groups, ["Developers", "Ops"]);
     assert!(policy::is_admin(&cache.security().await.unwrap(), &bob));
-    cache.edit_group(group_of("ops", &[])).await.unwrap();
+    cache
+        .edit_group(&SYSTEM, group_of("ops", &[]))
+        .await
+        .unwrap();
     let bob = cache.user_login("bob").await.unwrap().unwrap().user;
     assert_eq!(bob.groups, ["Developers"]);
-    cache.edit_group(group_of("ops", &["Bob"])).await.unwrap();
-    assert!(cache.delete_group("ops").await.unwrap());
+    cache
+        .edit_group(&SYSTEM, group_of("ops", &["Bob"]))
+        .await
+        .unwrap();
+    assert!(cache.delete_group(&SYSTEM, "ops").await.unwrap());
     assert!(!cache.security().await.unwrap().permissions().contains(&ops));
     assert_eq!(
         cache.user_login("bob").await.unwrap().unwrap().user.groups,
@@ -1565,7 +1813,7 @@ async fn the_cached_security_model_changes_with_every_write(ctx: Ctx) {
     let before = cache.security().await.unwrap();
     assert!(is_last_admin(
         cache
-            .add_permission(deny(user("ann"), Task::Administer, Scope::Global))
+            .add_permission(&SYSTEM, deny(user("ann"), Task::Administer, Scope::Global))
             .await
     ));
     assert_eq!(
@@ -1583,10 +1831,13 @@ async fn the_cached_security_model_changes_with_every_write(ctx: Ctx) {
 /// A database migrated before its users' groups were stored gets them at open.
 async fn opening_an_old_database_adds_the_groups_its_users_name(ctx: Ctx) {
     ctx.store
-        .create_user(UserChange {
-            groups: Some(vec!["Ｄevs".into(), "Admins-2".into()]),
-            ..new_user("Old")
-        })
+        .create_user(
+            &SYSTEM,
+            UserChange {
+                groups: Some(vec!["Ｄevs".into(), "Admins-2".into()]),
+                ..new_user("Old")
+            },
+        )
         .await
         .unwrap();
     ctx.store.close().await;
@@ -1615,4 +1866,349 @@ async fn opening_an_old_database_adds_the_groups_its_users_name(ctx: Ctx) {
         ]
     );
     reopened.close().await;
+}
+
+// ---- audit --------------------------------------------------------------
+
+/// Every audit entry, newest first.
+async fn audit_entries(ctx: &Ctx) -> Vec<proget_api::AuditEntry> {
+    let query = domain::AuditQuery {
+        limit: 1000,
+        ..Default::default()
+    };
+    ctx.store.list_audit(&query).await.unwrap()
+}
+
+/// The newest entry, checked to be the only one added since `before` entries.
+async fn one_new_entry(ctx: &Ctx, before: usize, action: &str, target: &str) -> serde_json::Value {
+    let entries = audit_entries(ctx).await;
+    assert_eq!(
+        entries.len(),
+        before + 1,
+        "one new entry for {action} {target}"
+    );
+    let newest = &entries[0];
+    assert_eq!(
+        (newest.action.as_str(), newest.target.as_str()),
+        (action, target)
+    );
+    newest.details.clone()
+}
+
+async fn every_successful_write_has_exactly_one_audit_entry_and_a_refused_one_none(ctx: Ctx) {
+    let by_key = domain::AuditContext {
+        actor: domain::Actor::Key(4242),
+        address: Some("127.0.0.9".parse().unwrap()),
+        action: None,
+    };
+    let count = |ctx: &Ctx| {
+        let store = ctx.store.clone();
+        async move {
+            let query = domain::AuditQuery {
+                limit: 1000,
+                ..Default::default()
+            };
+            store.list_audit(&query).await.unwrap().len()
+        }
+    };
+    assert_eq!(count(&ctx).await, 0, "a new database has no entries");
+
+    ctx.store.create_user(&by_key, admin("Ann")).await.unwrap();
+    one_new_entry(&ctx, 0, "user.add", "user Ann").await;
+    let entry = audit_entries(&ctx).await.remove(0);
+    assert_eq!(entry.actor, "key 4242");
+    assert_eq!(entry.address.as_deref(), Some("127.0.0.9"));
+    assert!(
+        !entry.details.to_string().contains("argon2"),
+        "{}",
+        entry.details
+    );
+
+    // Refused or no-op writes leave no entry.
+    assert!(ctx.store.create_user(&by_key, admin("ann")).await.is_err());
+    assert!(ctx.store.delete_user(&by_key, "Ann").await.is_err());
+    assert!(ctx.store.update_user(&by_key, demote("Ann")).await.is_err());
+    assert!(ctx
+        .store
+        .update_user(&by_key, new_user("nobody"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!ctx.store.delete_user(&by_key, "nobody").await.unwrap());
+    assert_eq!(count(&ctx).await, 1);
+
+    let edit = UserChange {
+        name: "ann".into(),
+        email: Some("ann@new.example".into()),
+        password_hash: Some("$argon2id$other".into()),
+        ..UserChange::default()
+    };
+    ctx.store.update_user(&by_key, edit).await.unwrap().unwrap();
+    let details = one_new_entry(&ctx, 1, "user.edit", "user Ann").await;
+    assert_eq!(
+        details,
+        serde_json::json!({"changed": ["email"], "passwordChanged": true})
+    );
+
+    let key = ctx
+        .store
+        .create_key(&by_key, system_key("k"))
+        .await
+        .unwrap();
+    one_new_entry(&ctx, 2, "apikey.create", &format!("key {}", key.id)).await;
+    assert!(ctx
+        .store
+        .create_key(&by_key, system_key("k"))
+        .await
+        .is_err());
+    assert!(ctx.store.delete_key(&by_key, key.id).await.unwrap());
+    let details = one_new_entry(&ctx, 3, "apikey.delete", &format!("key {}", key.id)).await;
+    assert_eq!(details, serde_json::json!({}));
+    assert!(!ctx.store.delete_key(&by_key, key.id).await.unwrap());
+    assert_eq!(count(&ctx).await, 4);
+    let own = ctx
+        .store
+        .create_key(&SYSTEM, system_key("own"))
+        .await
+        .unwrap();
+    let itself = domain::AuditContext {
+        actor: domain::Actor::Key(own.id),
+        ..by_key.clone()
+    };
+    assert!(ctx.store.delete_key(&itself, own.id).await.unwrap());
+    let details = one_new_entry(&ctx, 5, "apikey.delete", &format!("key {}", own.id)).await;
+    assert_eq!(details, serde_json::json!({"selfRevocation": true}));
+
+    let unknown = grant(
+        Subject::User("nobody".into()),
+        Task::ViewPackages,
+        Scope::Global,
+    );
+    assert!(ctx.store.add_permission(&by_key, unknown).await.is_err());
+    let lockout = deny(
+        Subject::Group("Administrators".into()),
+        Task::Administer,
+        Scope::Global,
+    );
+    assert!(matches!(
+        ctx.store.add_permission(&by_key, lockout).await,
+        Err(StoreError::LastAdministrator)
+    ));
+    assert_eq!(count(&ctx).await, 6);
+    let view = grant(
+        Subject::User("ann".into()),
+        Task::ViewPackages,
+        Scope::Feed("npm".into()),
+    );
+    let added = ctx.store.add_permission(&by_key, view).await.unwrap();
+    let target = format!("permission {}", added.id);
+    let details = one_new_entry(&ctx, 6, "permission.add", &target).await;
+    assert_eq!(
+        details,
+        serde_json::json!({"subject": "user Ann", "task": "View & Download Packages", "feed": "npm", "deny": false})
+    );
+    assert!(ctx
+        .store
+        .delete_permission(&by_key, added.id)
+        .await
+        .unwrap());
+    one_new_entry(&ctx, 7, "permission.delete", &target).await;
+    assert!(!ctx
+        .store
+        .delete_permission(&by_key, added.id)
+        .await
+        .unwrap());
+
+    let ops = Group {
+        name: "Ops".into(),
+        members: vec!["Ann".into()],
+    };
+    ctx.store.create_group(&by_key, ops.clone()).await.unwrap();
+    one_new_entry(&ctx, 8, "group.add", "group Ops").await;
+    assert!(ctx
+        .store
+        .create_group(
+            &by_key,
+            Group {
+                name: "ops".into(),
+                members: vec![]
+            }
+        )
+        .await
+        .is_err());
+    let unknown_member = Group {
+        members: vec!["nobody".into()],
+        ..ops.clone()
+    };
+    assert!(ctx.store.edit_group(&by_key, unknown_member).await.is_err());
+    let no_admins = Group {
+        name: "Administrators".into(),
+        members: vec![],
+    };
+    assert!(ctx.store.edit_group(&by_key, no_admins).await.is_err());
+    assert!(ctx
+        .store
+        .delete_group(&by_key, "Administrators")
+        .await
+        .is_err());
+    assert_eq!(count(&ctx).await, 9);
+    let emptied = Group {
+        members: vec![],
+        ..ops.clone()
+    };
+    ctx.store
+        .edit_group(&by_key, emptied)
+        .await
+        .unwrap()
+        .unwrap();
+    let details = one_new_entry(&ctx, 9, "group.edit", "group Ops").await;
+    assert_eq!(
+        details,
+        serde_json::json!({"members": [], "added": [], "removed": ["Ann"]})
+    );
+    assert!(ctx.store.delete_group(&by_key, "ops").await.unwrap());
+    one_new_entry(&ctx, 10, "group.delete", "group Ops").await;
+    assert!(!ctx.store.delete_group(&by_key, "ops").await.unwrap());
+
+    ctx.store.insert_setting("s", "one").await.unwrap();
+    assert!(!ctx
+        .store
+        .replace_setting(&by_key, "s", "wrong", "two")
+        .await
+        .unwrap());
+    assert_eq!(count(&ctx).await, 11);
+    let rotation = SYSTEM.with_action("secret.rotate");
+    assert!(ctx
+        .store
+        .replace_setting(&rotation, "s", "one", "two")
+        .await
+        .unwrap());
+    one_new_entry(&ctx, 11, "secret.rotate", "setting s").await;
+
+    let bob = ctx
+        .store
+        .create_user(&SYSTEM, new_user("Bob"))
+        .await
+        .unwrap();
+    for text in ["b1", "b2"] {
+        ctx.store
+            .create_key(&SYSTEM, personal_key(text, bob.id))
+            .await
+            .unwrap();
+    }
+    assert!(ctx.store.delete_user(&by_key, "BOB").await.unwrap());
+    let details = one_new_entry(&ctx, 15, "user.delete", "user Bob").await;
+    assert_eq!(details, serde_json::json!({"keysDeleted": 2}));
+
+    assert!(ctx
+        .store
+        .create_first_user(&SYSTEM, new_user("Late"))
+        .await
+        .map(|c| !c)
+        .unwrap());
+    ctx.store
+        .record_audit(
+            &by_key,
+            "limiter.block",
+            "address 127.0.0.9",
+            serde_json::json!({"seconds": 60}),
+        )
+        .await
+        .unwrap();
+    one_new_entry(&ctx, 16, "limiter.block", "address 127.0.0.9").await;
+
+    let ids: Vec<i64> = audit_entries(&ctx).await.iter().map(|e| e.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+}
+
+async fn audit_entries_are_listed_newest_first_by_page_and_filter(ctx: Ctx) {
+    for i in 0..5 {
+        let action = if i % 2 == 0 {
+            "even.thing"
+        } else {
+            "odd.thing"
+        };
+        ctx.store
+            .record_audit(
+                &SYSTEM,
+                action,
+                &format!("t{i}"),
+                serde_json::json!({"i": i}),
+            )
+            .await
+            .unwrap();
+    }
+    let list = |before: Option<i64>, limit: u32, target: Option<&str>, action: Option<&str>| {
+        let store = ctx.store.clone();
+        let query = domain::AuditQuery {
+            before,
+            limit,
+            target: target.map(str::to_owned),
+            action: action.map(str::to_owned),
+        };
+        async move {
+            store
+                .list_audit(&query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.target)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(None, 2, None, None).await, ["t4", "t3"]);
+    let all = audit_entries(&ctx).await;
+    let t3 = all[1].id;
+    assert_eq!(list(Some(t3), 2, None, None).await, ["t2", "t1"]);
+    assert_eq!(
+        list(Some(all[4].id), 2, None, None).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        list(None, 10, None, Some("even.thing")).await,
+        ["t4", "t2", "t0"]
+    );
+    assert_eq!(
+        list(Some(t3), 10, None, Some("even.thing")).await,
+        ["t2", "t0"]
+    );
+    assert_eq!(list(None, 10, Some("t1"), None).await, ["t1"]);
+    assert_eq!(
+        list(None, 10, Some("t1"), Some("even.thing")).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(all[0].details, serde_json::json!({"i": 4}));
+    assert_eq!(all[0].actor, "system");
+    assert_eq!(all[0].address, None);
+    assert!(
+        all[0].time.ends_with('Z') && all[0].time.len() == 20,
+        "{}",
+        all[0].time
+    );
+}
+
+async fn audit_entries_are_pruned_by_age_in_batches(ctx: Ctx) {
+    for i in 0..5 {
+        ctx.store
+            .record_audit(&SYSTEM, "x.y", &format!("t{i}"), serde_json::json!({}))
+            .await
+            .unwrap();
+    }
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    assert_eq!(
+        ctx.store.prune_audit(now - 3600, 2).await.unwrap(),
+        0,
+        "nothing is that old"
+    );
+    assert_eq!(ctx.store.prune_audit(now + 10, 2).await.unwrap(), 2);
+    let left: Vec<String> = audit_entries(&ctx)
+        .await
+        .into_iter()
+        .map(|e| e.target)
+        .collect();
+    assert_eq!(left, ["t4", "t3", "t2"], "the oldest go first");
+    assert_eq!(ctx.store.prune_audit(now + 10, 2).await.unwrap(), 2);
+    assert_eq!(ctx.store.prune_audit(now + 10, 2).await.unwrap(), 1);
+    assert_eq!(ctx.store.prune_audit(now + 10, 2).await.unwrap(), 0);
+    assert!(audit_entries(&ctx).await.is_empty());
 }

@@ -6,7 +6,9 @@ mod common;
 use std::future::Future;
 use std::sync::Arc;
 
-use latchkey::domain::{Digester, NewKey};
+use latchkey::domain::{AuditContext, Digester, NewKey};
+
+const SYSTEM: AuditContext = AuditContext::SYSTEM;
 use latchkey::store::{self, AccessRecord, KeyUse, Store, UsageBatch};
 use proget_api::{ApiKeyType, Logging, SystemApi};
 
@@ -146,7 +148,7 @@ async fn last_used(store: &dyn Store, id: i32) -> (Option<i64>, Option<String>) 
 
 async fn last_use_only_moves_forward_and_ignores_deleted_keys(ctx: Ctx) {
     let s = ctx.store.as_ref();
-    let k = s.create_key(key("a")).await.unwrap();
+    let k = s.create_key(&SYSTEM, key("a")).await.unwrap();
     assert_eq!(last_used(s, k.id).await, (None, None));
     assert!(k.usage.created.is_some(), "created is recorded");
     s.record_usage(&used(k.id, 2_000_000_000, "10.0.0.1"))
@@ -171,14 +173,14 @@ async fn last_use_only_moves_forward_and_ignores_deleted_keys(ctx: Ctx) {
         last_used(s, k.id).await,
         (Some(2_000_000_060), Some("10.0.0.3".into()))
     );
-    assert!(s.delete_key(k.id).await.unwrap());
+    assert!(s.delete_key(&SYSTEM, k.id).await.unwrap());
     s.record_usage(&used(k.id, 2_000_000_120, "10.0.0.4"))
         .await
         .expect("a deleted key's use is ignored");
 }
 
 async fn last_use_is_the_greatest_over_nodes(ctx: Ctx) {
-    let k = ctx.store.create_key(key("a")).await.unwrap();
+    let k = ctx.store.create_key(&SYSTEM, key("a")).await.unwrap();
     let other = store::open(&ctx.url).await.unwrap();
     // Two nodes writing their own batches, in either order.
     let (newer, older) = (
@@ -197,8 +199,8 @@ async fn last_use_is_the_greatest_over_nodes(ctx: Ctx) {
 
 async fn json_pages_carry_last_use_as_the_wire_does(ctx: Ctx) {
     let s = ctx.store.as_ref();
-    let a = s.create_key(key("a")).await.unwrap();
-    s.create_key(key("b")).await.unwrap();
+    let a = s.create_key(&SYSTEM, key("a")).await.unwrap();
+    s.create_key(&SYSTEM, key("b")).await.unwrap();
     s.record_usage(&used(a.id, 2_000_000_000, "::1"))
         .await
         .unwrap();
@@ -221,8 +223,8 @@ async fn json_pages_carry_last_use_as_the_wire_does(ctx: Ctx) {
 
 async fn entries_are_listed_newest_first_and_paged(ctx: Ctx) {
     let s = ctx.store.as_ref();
-    let k = s.create_key(key("a")).await.unwrap();
-    let other = s.create_key(key("b")).await.unwrap();
+    let k = s.create_key(&SYSTEM, key("a")).await.unwrap();
+    let other = s.create_key(&SYSTEM, key("b")).await.unwrap();
     let batch = UsageBatch {
         uses: vec![],
         entries: (0..5)
@@ -247,20 +249,20 @@ async fn entries_are_listed_newest_first_and_paged(ctx: Ctx) {
 
 async fn entries_outlive_their_key(ctx: Ctx) {
     let s = ctx.store.as_ref();
-    let k = s.create_key(key("a")).await.unwrap();
+    let k = s.create_key(&SYSTEM, key("a")).await.unwrap();
     s.record_usage(&UsageBatch {
         uses: vec![],
         entries: vec![entry(k.id, 1, "/x")],
     })
     .await
     .unwrap();
-    assert!(s.delete_key(k.id).await.unwrap());
+    assert!(s.delete_key(&SYSTEM, k.id).await.unwrap());
     assert_eq!(s.access_log(k.id, None, 10).await.unwrap().len(), 1);
 }
 
 async fn old_entries_are_pruned_in_batches(ctx: Ctx) {
     let s = ctx.store.as_ref();
-    let k = s.create_key(key("a")).await.unwrap();
+    let k = s.create_key(&SYSTEM, key("a")).await.unwrap();
     s.record_usage(&UsageBatch {
         uses: vec![],
         entries: (0..7).map(|i| entry(k.id, 1_000 + i, "/x")).collect(),
@@ -283,8 +285,8 @@ async fn old_entries_are_pruned_in_batches(ctx: Ctx) {
 
 async fn entries_beyond_the_newest_per_key_are_pruned(ctx: Ctx) {
     let s = ctx.store.as_ref();
-    let a = s.create_key(key("a")).await.unwrap();
-    let b = s.create_key(key("b")).await.unwrap();
+    let a = s.create_key(&SYSTEM, key("a")).await.unwrap();
+    let b = s.create_key(&SYSTEM, key("b")).await.unwrap();
     s.record_usage(&UsageBatch {
         uses: vec![],
         entries: (0..6)

@@ -41,6 +41,9 @@ pub enum Command {
     /// Manages users, groups, permissions and tasks.
     #[command(subcommand, arg_required_else_help = true)]
     Security(SecurityCommand),
+    /// Shows the server's audit trail: who changed what, and when.
+    #[command(subcommand, arg_required_else_help = true)]
+    Audit(crate::audit::AuditCommand),
 }
 
 /// Where to send a request and with which credential; shared by every command

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod apikeys;
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -28,5 +29,6 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         cli::Command::Sources(command) => sources::run(command),
         cli::Command::Health(server) => health::run(&server),
         cli::Command::Security(command) => security::run(command),
+        cli::Command::Audit(command) => audit::run(command),
     }
 }

@@ -42,6 +42,8 @@ pub mod paths {
     pub const GROUPS_DELETE: &str = "/api/security/groups/delete";
     pub const TASKS_LIST: &str = "/api/security/tasks/list";
     pub const AUTH_FORWARD: &str = "/api/auth/forward";
+    /// `GET [?before=ID][&limit=N][&target=…][&action=…]`: audit entries, newest first.
+    pub const AUDIT_LIST: &str = "/api/audit/list";
     pub const HEALTH: &str = "/health";
     /// `GET`: the [`HealthInfo`](crate::HealthInfo) object.
     pub const HEALTH_JSON: &str = "/health/json";
@@ -387,4 +389,25 @@ mod tests {
         assert_eq!(info.system_apis, Some(vec![SystemApi::FullControl]));
         assert_eq!(info.user, None);
     }
+}
+
+/// One entry of the audit trail, as `GET /api/audit/list` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Increasing with every entry: newer entries have higher ids.
+    pub id: i64,
+    /// When the change was committed, UTC, to the second (`2026-12-01T10:00:01Z`).
+    pub time: String,
+    /// Who made the change: `key 1000`, `user NAME` or `system`.
+    pub actor: String,
+    /// What was done, a dotted name such as `apikey.delete`.
+    pub action: String,
+    /// What it was done to, e.g. `key 1001`, `user Alice`, `group Ops`, `permission 7`.
+    pub target: String,
+    /// The client's address; absent for the server's own changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// More about the change, never a secret.
+    pub details: serde_json::Value,
 }

@@ -77,7 +77,7 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
         user_id,
         personal_cap,
     };
-    let stored = match app.store.create_key(new).await {
+    let stored = match app.store.create_key(&caller.audit(), new).await {
         Ok(k) => k,
         Err(StoreError::TooManyKeys) => {
             return Err(AppError::BadRequest(format!(
@@ -300,7 +300,7 @@ pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Respo
             )));
         }
     }
-    if !app.store.delete_key(id).await? {
+    if !app.store.delete_key(&caller.audit(), id).await? {
         return Err(not_found());
     }
     tracing::info!(key_id = id, "api key deleted");

@@ -40,7 +40,7 @@ pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response
         members: members(info.members)?,
         name: info.name,
     };
-    match app.store.create_group(group).await {
+    match app.store.create_group(&caller.audit(), group).await {
         Ok(group) => {
             tracing::info!(group = %group.name, "group added");
             json_ok(&to_info(group))
@@ -66,7 +66,12 @@ pub async fn edit(State(app): State<AppState>, caller: Caller) -> Result<Respons
         members: members(list)?,
         name: edit.name,
     };
-    match app.store.edit_group(group).await.map_err(member_error)? {
+    match app
+        .store
+        .edit_group(&caller.audit(), group)
+        .await
+        .map_err(member_error)?
+    {
         Some(group) => {
             tracing::info!(group = %group.name, "group members replaced");
             json_ok(&to_info(group))
@@ -91,7 +96,7 @@ pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Respo
         }
         _ => return Err(AppError::BadRequest("group is required".into())),
     };
-    match app.store.delete_group(&name).await {
+    match app.store.delete_group(&caller.audit(), &name).await {
         Ok(deleted) => {
             if deleted {
                 tracing::info!(group = %name, "group and its permissions deleted");

@@ -142,6 +142,19 @@ pub struct Limiter {
     shards: Vec<Mutex<HashMap<IpAddr, Entry>>>,
     /// Woken when an attempt settles on an address that has waiters.
     settled: Notify,
+    /// Where each new block is reported (for the audit trail); never waited on.
+    blocks: Option<tokio::sync::mpsc::Sender<Block>>,
+}
+
+/// A block the limiter started: the address and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// The blocked address.
+    pub address: IpAddr,
+    /// How long it is refused.
+    pub duration: Duration,
+    /// Failures that triggered the block.
+    pub failures: u32,
 }
 
 /// An authentication charged to its address. Settle it with
@@ -201,7 +214,14 @@ impl Limiter {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             settled: Notify::new(),
+            blocks: None,
         }
+    }
+
+    /// Reports every block it starts to `blocks`, without waiting: when the
+    /// channel is full the report is dropped (and logged), the block holds.
+    pub fn report_blocks(&mut self, blocks: tokio::sync::mpsc::Sender<Block>) {
+        self.blocks = Some(blocks);
     }
 
     /// The thresholds.
@@ -360,6 +380,16 @@ impl Limiter {
             seconds = block.as_secs(),
             "blocking an address after repeated failed authentications"
         );
+        if let Some(blocks) = &self.blocks {
+            let report = Block {
+                address: addr,
+                duration: block,
+                failures: entry.failures,
+            };
+            if blocks.try_send(report).is_err() {
+                tracing::warn!(client = %addr, "the audit entry of this block was dropped (too many at once)");
+            }
+        }
         entry.blocked_until = Some(until);
         entry.blocks = entry.blocks.saturating_add(1);
         entry.failures = 0;

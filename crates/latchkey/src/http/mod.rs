@@ -3,6 +3,7 @@
 mod access;
 mod access_logs;
 mod api_keys;
+mod audit;
 mod body;
 pub mod client;
 mod error;
@@ -103,6 +104,7 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         .route(paths::GROUPS_EDIT, post(groups::edit))
         .route(paths::GROUPS_DELETE, post(groups::delete))
         .route(paths::TASKS_LIST, get(tasks::list))
+        .route(paths::AUDIT_LIST, get(audit::list))
         .route(paths::HEALTH, get(health::health))
         .route(paths::HEALTH_JSON, get(health::health_json))
         .fallback(not_found)
@@ -373,6 +375,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Who is calling and from where, for the audit entry of a change.
+    pub fn audit(&self) -> crate::domain::AuditContext {
+        crate::domain::AuditContext::of(&self.principal, self.peer)
+    }
+
     /// Parses the body as JSON; errors name the property at fault.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, AppError> {
         parse_json(&self.body)

@@ -32,7 +32,7 @@ pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response
     security_admin(&caller)?;
     let info: PermissionInfo = caller.json()?;
     let permission = to_new(info).map_err(AppError::BadRequest)?;
-    match app.store.add_permission(permission).await {
+    match app.store.add_permission(&caller.audit(), permission).await {
         Ok(stored) => {
             tracing::info!(permission_id = stored.id, "permission added");
             json_ok(&to_info(stored))
@@ -51,7 +51,7 @@ pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response
 pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     security_admin(&caller)?;
     let id = parse_id(caller.query.as_deref()).map_err(AppError::BadRequest)?;
-    if !app.store.delete_permission(id).await? {
+    if !app.store.delete_permission(&caller.audit(), id).await? {
         return Err(AppError::NotFound(format!("permission {id} was not found")));
     }
     tracing::info!(permission_id = id, "permission deleted");

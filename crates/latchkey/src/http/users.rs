@@ -28,7 +28,7 @@ pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response
         groups: Some(edit.groups.unwrap_or_default()),
         password_hash: Some(app.auth.hash_password(password).await?),
     };
-    match app.store.create_user(change).await {
+    match app.store.create_user(&caller.audit(), change).await {
         Ok(user) => json_ok(&to_info(user)),
         Err(StoreError::DuplicateUser) => Err(AppError::BadRequest(
             "name: a user with this name already exists".into(),
@@ -61,7 +61,12 @@ pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Respo
         }
         _ => return Err(AppError::BadRequest("user is required".into())),
     };
-    if app.store.delete_user(&name).await.map_err(last_admin)? {
+    if app
+        .store
+        .delete_user(&caller.audit(), &name)
+        .await
+        .map_err(last_admin)?
+    {
         tracing::info!(user = %name, "user and their personal keys deleted");
     }
     Ok(empty_ok())
@@ -85,7 +90,12 @@ pub async fn edit(State(app): State<AppState>, caller: Caller) -> Result<Respons
         groups: edit.groups,
         password_hash,
     };
-    match app.store.update_user(change).await.map_err(last_admin)? {
+    match app
+        .store
+        .update_user(&caller.audit(), change)
+        .await
+        .map_err(last_admin)?
+    {
         Some(user) => json_ok(&to_info(user)),
         None => Err(AppError::NotFound("user not found".into())),
     }

@@ -19,10 +19,10 @@ use axum::body::Bytes;
 
 use super::{JsonPage, Store, StoreError, StoredAccess, UsageBatch};
 use crate::domain::{
-    name_key, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission, PermissionId,
-    SecurityModel, StoredKey, User, UserChange, UserId, UserLogin,
+    name_key, AuditContext, AuditQuery, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission,
+    PermissionId, SecurityModel, StoredKey, User, UserChange, UserId, UserLogin,
 };
-use proget_api::ApiKeyInfo;
+use proget_api::{ApiKeyInfo, AuditEntry};
 
 /// Most entries of each kind before the cache starts over.
 const MAX_ENTRIES: usize = 200_000;
@@ -220,9 +220,9 @@ impl Store for CachedStore {
         self.inner.key_page_json(after, limit).await
     }
 
-    async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
+    async fn create_key(&self, audit: &AuditContext, key: NewKey) -> Result<StoredKey, StoreError> {
         let owner = key.user_id;
-        let created = self.inner.create_key(key).await;
+        let created = self.inner.create_key(audit, key).await;
         self.invalidate(|s| {
             if let Some(user) = owner {
                 s.lists.remove(&user);
@@ -270,8 +270,8 @@ impl Store for CachedStore {
         done
     }
 
-    async fn delete_key(&self, id: KeyId) -> Result<bool, StoreError> {
-        let deleted = self.inner.delete_key(id).await;
+    async fn delete_key(&self, audit: &AuditContext, id: KeyId) -> Result<bool, StoreError> {
+        let deleted = self.inner.delete_key(audit, id).await;
         self.invalidate(|s| s.forget_key(id));
         deleted
     }
@@ -298,23 +298,31 @@ impl Store for CachedStore {
         self.inner.list_users(search).await
     }
 
-    async fn create_user(&self, user: UserChange) -> Result<User, StoreError> {
+    async fn create_user(
+        &self,
+        audit: &AuditContext,
+        user: UserChange,
+    ) -> Result<User, StoreError> {
         // Nothing cached can mention a user that did not exist (only hits are
         // cached), but the user may have created groups.
-        let created = self.inner.create_user(user).await;
+        let created = self.inner.create_user(audit, user).await;
         self.invalidate(|s| s.security = None);
         created
     }
 
-    async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError> {
+    async fn update_user(
+        &self,
+        audit: &AuditContext,
+        change: UserChange,
+    ) -> Result<Option<User>, StoreError> {
         // Groups (administrator or not) and names are copied into cached keys: start over.
-        let updated = self.inner.update_user(change).await;
+        let updated = self.inner.update_user(audit, change).await;
         self.start_over();
         updated
     }
 
-    async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
-        let deleted = self.inner.delete_user(name).await;
+    async fn delete_user(&self, audit: &AuditContext, name: &str) -> Result<bool, StoreError> {
+        let deleted = self.inner.delete_user(audit, name).await;
         self.start_over();
         deleted
     }
@@ -332,14 +340,22 @@ impl Store for CachedStore {
         Ok(model)
     }
 
-    async fn add_permission(&self, permission: NewPermission) -> Result<Permission, StoreError> {
-        let added = self.inner.add_permission(permission).await;
+    async fn add_permission(
+        &self,
+        audit: &AuditContext,
+        permission: NewPermission,
+    ) -> Result<Permission, StoreError> {
+        let added = self.inner.add_permission(audit, permission).await;
         self.invalidate(|s| s.security = None);
         added
     }
 
-    async fn delete_permission(&self, id: PermissionId) -> Result<bool, StoreError> {
-        let deleted = self.inner.delete_permission(id).await;
+    async fn delete_permission(
+        &self,
+        audit: &AuditContext,
+        id: PermissionId,
+    ) -> Result<bool, StoreError> {
+        let deleted = self.inner.delete_permission(audit, id).await;
         self.invalidate(|s| s.security = None);
         deleted
     }
@@ -348,20 +364,24 @@ impl Store for CachedStore {
         self.inner.list_groups().await
     }
 
-    async fn create_group(&self, group: Group) -> Result<Group, StoreError> {
-        let created = self.inner.create_group(group).await;
+    async fn create_group(&self, audit: &AuditContext, group: Group) -> Result<Group, StoreError> {
+        let created = self.inner.create_group(audit, group).await;
         self.start_over();
         created
     }
 
-    async fn edit_group(&self, group: Group) -> Result<Option<Group>, StoreError> {
-        let edited = self.inner.edit_group(group).await;
+    async fn edit_group(
+        &self,
+        audit: &AuditContext,
+        group: Group,
+    ) -> Result<Option<Group>, StoreError> {
+        let edited = self.inner.edit_group(audit, group).await;
         self.start_over();
         edited
     }
 
-    async fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
-        let deleted = self.inner.delete_group(name).await;
+    async fn delete_group(&self, audit: &AuditContext, name: &str) -> Result<bool, StoreError> {
+        let deleted = self.inner.delete_group(audit, name).await;
         self.start_over();
         deleted
     }
@@ -370,8 +390,12 @@ impl Store for CachedStore {
         self.inner.has_users().await
     }
 
-    async fn create_first_user(&self, user: UserChange) -> Result<bool, StoreError> {
-        let created = self.inner.create_first_user(user).await;
+    async fn create_first_user(
+        &self,
+        audit: &AuditContext,
+        user: UserChange,
+    ) -> Result<bool, StoreError> {
+        let created = self.inner.create_first_user(audit, user).await;
         self.invalidate(|s| s.security = None);
         created
     }
@@ -384,8 +408,34 @@ impl Store for CachedStore {
         self.inner.insert_setting(name, value).await
     }
 
-    async fn replace_setting(&self, name: &str, old: &str, new: &str) -> Result<bool, StoreError> {
-        self.inner.replace_setting(name, old, new).await
+    async fn replace_setting(
+        &self,
+        audit: &AuditContext,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_setting(audit, name, old, new).await
+    }
+
+    async fn record_audit(
+        &self,
+        audit: &AuditContext,
+        action: &'static str,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_audit(audit, action, target, details)
+            .await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.list_audit(query).await
+    }
+
+    async fn prune_audit(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+        self.inner.prune_audit(before, limit).await
     }
 
     async fn close(&self) {
@@ -428,10 +478,16 @@ mod tests {
     async fn a_deleted_key_is_gone_from_the_cache_when_delete_returns() {
         let (_dir, _inner, cache) = open().await;
         let digest = Digester::new(b"s").key("k");
-        let key = cache.create_key(system_key(digest)).await.unwrap();
+        let key = cache
+            .create_key(&crate::domain::AuditContext::SYSTEM, system_key(digest))
+            .await
+            .unwrap();
         assert!(cache.key_by_digest(&digest).await.unwrap().is_some());
         assert!(cache.read().keys.contains_key(&digest), "the hit is cached");
-        assert!(cache.delete_key(key.id).await.unwrap());
+        assert!(cache
+            .delete_key(&crate::domain::AuditContext::SYSTEM, key.id)
+            .await
+            .unwrap());
         assert_eq!(cache.key_by_digest(&digest).await.unwrap(), None);
     }
 
@@ -439,12 +495,18 @@ mod tests {
     async fn a_fill_that_raced_an_invalidation_is_dropped() {
         let (_dir, inner, cache) = open().await;
         let digest = Digester::new(b"s").key("k");
-        let key = inner.create_key(system_key(digest)).await.unwrap();
+        let key = inner
+            .create_key(&crate::domain::AuditContext::SYSTEM, system_key(digest))
+            .await
+            .unwrap();
         // A reader takes the generation and reads the key from the database...
         let generation = cache.read().generation;
         let stale = inner.key_by_digest(&digest).await.unwrap().unwrap();
         // ...a delete commits and invalidates meanwhile...
-        assert!(cache.delete_key(key.id).await.unwrap());
+        assert!(cache
+            .delete_key(&crate::domain::AuditContext::SYSTEM, key.id)
+            .await
+            .unwrap());
         // ...so the reader's late fill must not resurrect the key.
         cache.fill(generation, |s| {
             s.keys.insert(digest, stale.clone());
@@ -456,12 +518,15 @@ mod tests {
     async fn user_changes_reach_cached_keys_and_logins() {
         let (_dir, _inner, cache) = open().await;
         let user = cache
-            .create_user(UserChange {
-                name: "Alice".into(),
-                groups: Some(vec![]),
-                password_hash: Some("h1".into()),
-                ..UserChange::default()
-            })
+            .create_user(
+                &crate::domain::AuditContext::SYSTEM,
+                UserChange {
+                    name: "Alice".into(),
+                    groups: Some(vec![]),
+                    password_hash: Some("h1".into()),
+                    ..UserChange::default()
+                },
+            )
             .await
             .unwrap();
         let digest = Digester::new(b"s").key("k");
@@ -469,7 +534,10 @@ mod tests {
         personal.key_type = ApiKeyType::Personal;
         personal.system_apis = vec![];
         personal.user_id = Some(user.id);
-        cache.create_key(personal).await.unwrap();
+        cache
+            .create_key(&crate::domain::AuditContext::SYSTEM, personal)
+            .await
+            .unwrap();
         assert_eq!(cache.list_keys(Some(user.id)).await.unwrap().len(), 1);
         assert_eq!(
             cache
@@ -484,12 +552,15 @@ mod tests {
         assert!(cached.user.unwrap().groups.is_empty());
 
         cache
-            .update_user(UserChange {
-                name: "alice".into(),
-                groups: Some(vec!["Administrators".into()]),
-                password_hash: Some("h2".into()),
-                ..UserChange::default()
-            })
+            .update_user(
+                &crate::domain::AuditContext::SYSTEM,
+                UserChange {
+                    name: "alice".into(),
+                    groups: Some(vec!["Administrators".into()]),
+                    password_hash: Some("h2".into()),
+                    ..UserChange::default()
+                },
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -509,15 +580,21 @@ mod tests {
 
         // Another administrator, so that the store lets alice go.
         cache
-            .create_user(UserChange {
-                name: "carol".into(),
-                groups: Some(vec!["Administrators".into()]),
-                password_hash: Some("h3".into()),
-                ..UserChange::default()
-            })
+            .create_user(
+                &crate::domain::AuditContext::SYSTEM,
+                UserChange {
+                    name: "carol".into(),
+                    groups: Some(vec!["Administrators".into()]),
+                    password_hash: Some("h3".into()),
+                    ..UserChange::default()
+                },
+            )
             .await
             .unwrap();
-        cache.delete_user("alice").await.unwrap();
+        cache
+            .delete_user(&crate::domain::AuditContext::SYSTEM, "alice")
+            .await
+            .unwrap();
         assert!(cache.user_login("alice").await.unwrap().is_none());
         assert_eq!(cache.key_by_digest(&digest).await.unwrap(), None);
         assert!(cache.list_keys(Some(user.id)).await.unwrap().is_empty());
@@ -527,12 +604,15 @@ mod tests {
     async fn a_new_personal_key_appears_in_its_owners_cached_list() {
         let (_dir, _inner, cache) = open().await;
         let user = cache
-            .create_user(UserChange {
-                name: "bob".into(),
-                groups: Some(vec![]),
-                password_hash: Some("h".into()),
-                ..UserChange::default()
-            })
+            .create_user(
+                &crate::domain::AuditContext::SYSTEM,
+                UserChange {
+                    name: "bob".into(),
+                    groups: Some(vec![]),
+                    password_hash: Some("h".into()),
+                    ..UserChange::default()
+                },
+            )
             .await
             .unwrap();
         assert!(cache.list_keys(Some(user.id)).await.unwrap().is_empty());
@@ -540,7 +620,10 @@ mod tests {
         personal.key_type = ApiKeyType::Personal;
         personal.system_apis = vec![];
         personal.user_id = Some(user.id);
-        let key = cache.create_key(personal).await.unwrap();
+        let key = cache
+            .create_key(&crate::domain::AuditContext::SYSTEM, personal)
+            .await
+            .unwrap();
         assert_eq!(
             cache.list_keys(Some(user.id)).await.unwrap(),
             vec![key.clone()]
@@ -548,7 +631,10 @@ mod tests {
         let json = cache.list_keys_json(user.id).await.unwrap();
         let expected = serde_json::to_vec(&[ApiKeyInfo::from(key.clone())]).unwrap();
         assert_eq!(json, expected, "the wire form of the cached list");
-        cache.delete_key(key.id).await.unwrap();
+        cache
+            .delete_key(&crate::domain::AuditContext::SYSTEM, key.id)
+            .await
+            .unwrap();
         assert!(cache.list_keys(Some(user.id)).await.unwrap().is_empty());
         assert_eq!(cache.list_keys_json(user.id).await.unwrap(), &b"[]"[..]);
     }

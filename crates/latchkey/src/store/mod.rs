@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::body::Bytes;
-use proget_api::ApiKeyInfo;
+use proget_api::{ApiKeyInfo, AuditEntry};
 use time::OffsetDateTime;
 
 pub use cache::CachedStore;
@@ -21,9 +21,9 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    name_key, Group, KeyDigest, KeyId, KeyUsage, NewKey, NewPermission, Permission, PermissionId,
-    Scope, SecurityModel, StoredKey, Subject, User, UserChange, UserId, UserLogin, ADMINISTRATORS,
-    ANONYMOUS,
+    name_key, Actor, AuditContext, AuditQuery, Group, KeyDigest, KeyId, KeyUsage, NewKey,
+    NewPermission, Permission, PermissionId, Scope, SecurityModel, StoredKey, Subject, User,
+    UserChange, UserId, UserLogin, ADMINISTRATORS, ANONYMOUS,
 };
 
 /// A failure of the storage layer.
@@ -149,7 +149,14 @@ pub(crate) const ACCESS_COLUMNS: &str = "id, key_id, time_ms, method, path, stat
 
 /// The storage interface shared by the SQLite and PostgreSQL back ends.
 ///
-/// Every write is committed before the method returns.
+/// Every write is committed before the method returns. Every write that
+/// changes keys, users, groups, permissions or the installation secret takes
+/// an [`AuditContext`] and writes its audit entry in the same transaction:
+/// a change is never committed without its entry, nor an entry without its
+/// change. Not audited: [`replace_digest`](Store::replace_digest) (re-keying
+/// at first use after a rotation, which the rotation's `secret.rotate` entry
+/// covers) and [`insert_setting`](Store::insert_setting) (a new database
+/// recording its first secret).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers and that the tables the hot path
@@ -198,11 +205,11 @@ pub trait Store: Send + Sync + 'static {
         Ok(page)
     }
     /// Stores a new key; [`StoreError::DuplicateKey`] when the digest exists.
-    async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError>;
+    async fn create_key(&self, audit: &AuditContext, key: NewKey) -> Result<StoredKey, StoreError>;
     /// Stores a key's digest under the current installation secret (after a rotation).
     async fn replace_digest(&self, id: KeyId, digest: &KeyDigest) -> Result<(), StoreError>;
     /// Deletes a key durably; `false` when no key had this id.
-    async fn delete_key(&self, id: KeyId) -> Result<bool, StoreError>;
+    async fn delete_key(&self, audit: &AuditContext, id: KeyId) -> Result<bool, StoreError>;
 
     /// The user with this name (case-insensitively), with their password hash.
     async fn user_login(&self, name: &str) -> Result<Option<UserLogin>, StoreError>;
@@ -212,20 +219,29 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a user; [`StoreError::DuplicateUser`] when the name exists.
     /// Its groups take the spelling of existing groups (case-insensitively),
     /// unknown ones are created, duplicates dropped (as on update).
-    async fn create_user(&self, user: UserChange) -> Result<User, StoreError>;
+    async fn create_user(&self, audit: &AuditContext, user: UserChange)
+        -> Result<User, StoreError>;
     /// Updates a user; `None` when no user has this name;
     /// [`StoreError::LastAdministrator`] (and nothing changed) when the
     /// change would leave no administrator who can log in.
-    async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError>;
+    async fn update_user(
+        &self,
+        audit: &AuditContext,
+        change: UserChange,
+    ) -> Result<Option<User>, StoreError>;
     /// Deletes a user, their personal keys and their permissions in one
     /// transaction; `false` when no user had this name;
     /// [`StoreError::LastAdministrator`] (and nothing deleted) when no
     /// administrator who can log in would remain.
-    async fn delete_user(&self, name: &str) -> Result<bool, StoreError>;
+    async fn delete_user(&self, audit: &AuditContext, name: &str) -> Result<bool, StoreError>;
     /// Whether any user exists (an empty database gets the first `Admin`).
     async fn has_users(&self) -> Result<bool, StoreError>;
     /// Creates `user` only if there are no users at all; `true` if created.
-    async fn create_first_user(&self, user: UserChange) -> Result<bool, StoreError>;
+    async fn create_first_user(
+        &self,
+        audit: &AuditContext,
+        user: UserChange,
+    ) -> Result<bool, StoreError>;
 
     /// Every permission, as the snapshot the policy evaluates (the hot path
     /// on every authenticated request: the cache keeps it in memory).
@@ -234,24 +250,36 @@ pub trait Store: Send + Sync + 'static {
     /// when its subject does not exist (`Anonymous` always does);
     /// [`StoreError::LastAdministrator`] (and nothing added) when a deny
     /// would leave no administrator who can log in.
-    async fn add_permission(&self, permission: NewPermission) -> Result<Permission, StoreError>;
+    async fn add_permission(
+        &self,
+        audit: &AuditContext,
+        permission: NewPermission,
+    ) -> Result<Permission, StoreError>;
     /// Deletes a permission; `false` when no permission had this id;
     /// [`StoreError::LastAdministrator`] (and nothing deleted) when no
     /// administrator who can log in would remain.
-    async fn delete_permission(&self, id: PermissionId) -> Result<bool, StoreError>;
+    async fn delete_permission(
+        &self,
+        audit: &AuditContext,
+        id: PermissionId,
+    ) -> Result<bool, StoreError>;
     /// Every group with its members, ordered by name.
     async fn list_groups(&self) -> Result<Vec<Group>, StoreError>;
     /// Creates a group; [`StoreError::DuplicateGroup`] when the name exists,
     /// [`StoreError::UnknownUser`] when a member does not.
-    async fn create_group(&self, group: Group) -> Result<Group, StoreError>;
+    async fn create_group(&self, audit: &AuditContext, group: Group) -> Result<Group, StoreError>;
     /// Replaces a group's members; `None` when no group has this name;
     /// [`StoreError::UnknownUser`] or [`StoreError::LastAdministrator`] (and
     /// nothing changed) as for the other writes.
-    async fn edit_group(&self, group: Group) -> Result<Option<Group>, StoreError>;
+    async fn edit_group(
+        &self,
+        audit: &AuditContext,
+        group: Group,
+    ) -> Result<Option<Group>, StoreError>;
     /// Deletes a group, its memberships and its permissions in one
     /// transaction; `false` when no group had this name;
     /// [`StoreError::ProtectedGroup`] for `Administrators`.
-    async fn delete_group(&self, name: &str) -> Result<bool, StoreError>;
+    async fn delete_group(&self, audit: &AuditContext, name: &str) -> Result<bool, StoreError>;
 
     /// Stores a batch of last uses and access-log entries in one
     /// transaction. A last use only moves forward (the greatest time wins,
@@ -281,7 +309,28 @@ pub trait Store: Send + Sync + 'static {
     /// stored afterwards (the first writer's, when nodes race).
     async fn insert_setting(&self, name: &str, value: &str) -> Result<String, StoreError>;
     /// Replaces the setting's value only while it is still `old`; `true` if replaced.
-    async fn replace_setting(&self, name: &str, old: &str, new: &str) -> Result<bool, StoreError>;
+    async fn replace_setting(
+        &self,
+        audit: &AuditContext,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Writes one audit entry about something that changed nothing else in
+    /// the database (an address blocked by the brute-force limiter).
+    async fn record_audit(
+        &self,
+        audit: &AuditContext,
+        action: &'static str,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError>;
+    /// Audit entries, newest first, as [`AuditQuery`] selects them.
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Deletes up to `limit` of the oldest entries recorded before `before`
+    /// (seconds since the epoch); returns how many went.
+    async fn prune_audit(&self, before: i64, limit: u32) -> Result<u64, StoreError>;
 
     /// Closes the connections cleanly.
     async fn close(&self);
@@ -721,4 +770,267 @@ pub(crate) fn missing_groups(
         all.extend(decode_groups(&json)?);
     }
     Ok(resolve_groups(&all, existing).1)
+}
+
+/// A change's audit entry before it is written: the store names the action
+/// and target and describes the change; the [`AuditContext`] adds who and from where.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditRecord {
+    /// The dotted action name (unless the context overrides it).
+    pub action: &'static str,
+    /// What the change was made to.
+    pub target: String,
+    /// A JSON object describing the change, without secrets.
+    pub details: serde_json::Value,
+}
+
+/// The columns of an audit row as written: `(time, actor, action, target, address, details)`.
+pub(crate) type AuditColumns = (i64, String, &'static str, String, Option<String>, String);
+
+impl AuditRecord {
+    /// The row to insert for this change made in `ctx`.
+    pub fn columns(&self, ctx: &AuditContext) -> AuditColumns {
+        (
+            unix_now(),
+            ctx.actor.to_string(),
+            ctx.action.unwrap_or(self.action),
+            self.target.clone(),
+            ctx.address.map(|a| a.to_string()),
+            self.details.to_string(),
+        )
+    }
+
+    /// `apikey.create`: the key's kind and owner.
+    pub fn key_created(key: &StoredKey) -> Self {
+        let mut details = serde_json::json!({ "type": key.key_type.as_str() });
+        if let Some(user) = &key.user {
+            details["user"] = user.name.clone().into();
+        }
+        AuditRecord {
+            action: "apikey.create",
+            target: format!("key {}", key.id),
+            details,
+        }
+    }
+
+    /// `apikey.delete`, with `selfRevocation: true` when the key deleted itself.
+    pub fn key_deleted(ctx: &AuditContext, id: KeyId) -> Self {
+        let details = if ctx.actor == Actor::Key(id) {
+            serde_json::json!({ "selfRevocation": true })
+        } else {
+            serde_json::json!({})
+        };
+        AuditRecord {
+            action: "apikey.delete",
+            target: format!("key {id}"),
+            details,
+        }
+    }
+
+    /// `user.add`: the new user's groups, display name and e-mail (those set).
+    pub fn user_added(user: &User) -> Self {
+        let mut details = serde_json::json!({ "groups": user.groups });
+        if let Some(name) = &user.display_name {
+            details["displayName"] = name.clone().into();
+        }
+        if let Some(email) = &user.email {
+            details["email"] = email.clone().into();
+        }
+        AuditRecord {
+            action: "user.add",
+            target: format!("user {}", user.name),
+            details,
+        }
+    }
+
+    /// `user.edit`: the fields whose value changed, and whether the password
+    /// did (never the password or its hash).
+    pub fn user_edited(before: &User, after: &User, password_changed: bool) -> Self {
+        let mut changed = Vec::new();
+        if before.display_name != after.display_name {
+            changed.push("displayName");
+        }
+        if before.email != after.email {
+            changed.push("email");
+        }
+        if before.groups != after.groups {
+            changed.push("groups");
+        }
+        let mut details = serde_json::json!({
+            "changed": changed,
+            "passwordChanged": password_changed,
+        });
+        if before.groups != after.groups {
+            details["groups"] = after.groups.clone().into();
+        }
+        AuditRecord {
+            action: "user.edit",
+            target: format!("user {}", after.name),
+            details,
+        }
+    }
+
+    /// `user.delete`, with how many personal keys went with the user.
+    pub fn user_deleted(name: &str, keys_deleted: u64) -> Self {
+        AuditRecord {
+            action: "user.delete",
+            target: format!("user {name}"),
+            details: serde_json::json!({ "keysDeleted": keys_deleted }),
+        }
+    }
+
+    /// `permission.add` / `permission.delete`: the permission as stored.
+    pub fn permission(action: &'static str, p: &Permission) -> Self {
+        let subject = match &p.subject {
+            Subject::User(n) => format!("user {n}"),
+            Subject::Group(n) => format!("group {n}"),
+        };
+        let mut details = serde_json::json!({
+            "subject": subject,
+            "task": p.task.name(),
+            "deny": p.deny,
+        });
+        match &p.scope {
+            Scope::Global => {}
+            Scope::Feed(f) => details["feed"] = f.clone().into(),
+            Scope::FeedGroup(g) => details["feedGroup"] = g.clone().into(),
+        }
+        AuditRecord {
+            action,
+            target: format!("permission {}", p.id),
+            details,
+        }
+    }
+
+    /// `group.add`, with its members.
+    pub fn group_added(group: &Group) -> Self {
+        AuditRecord {
+            action: "group.add",
+            target: format!("group {}", group.name),
+            details: serde_json::json!({ "members": group.members }),
+        }
+    }
+
+    /// `group.edit`: the members afterwards, and who joined and left.
+    pub fn group_edited(before: &Group, after: &Group) -> Self {
+        let was: std::collections::HashSet<&String> = before.members.iter().collect();
+        let is: std::collections::HashSet<&String> = after.members.iter().collect();
+        let added: Vec<&String> = after.members.iter().filter(|m| !was.contains(m)).collect();
+        let removed: Vec<&String> = before.members.iter().filter(|m| !is.contains(m)).collect();
+        AuditRecord {
+            action: "group.edit",
+            target: format!("group {}", after.name),
+            details: serde_json::json!({
+                "members": after.members,
+                "added": added,
+                "removed": removed,
+            }),
+        }
+    }
+
+    /// `group.delete`: its former members and how many permissions went with it.
+    pub fn group_deleted(group: &Group, permissions_deleted: u64) -> Self {
+        AuditRecord {
+            action: "group.delete",
+            target: format!("group {}", group.name),
+            details: serde_json::json!({
+                "members": group.members,
+                "permissionsDeleted": permissions_deleted,
+            }),
+        }
+    }
+
+    /// `setting.replace` (`secret.rotate` when the server records a rotated
+    /// installation secret): the setting's name, never its values.
+    pub fn setting_replaced(name: &str) -> Self {
+        AuditRecord {
+            action: "setting.replace",
+            target: format!("setting {name}"),
+            details: serde_json::json!({}),
+        }
+    }
+
+    /// An entry for `action` on `target` (see [`Store::record_audit`]).
+    pub fn other(action: &'static str, target: &str, details: serde_json::Value) -> Self {
+        AuditRecord {
+            action,
+            target: target.to_owned(),
+            details,
+        }
+    }
+}
+
+/// The columns every audit query selects.
+pub(crate) const AUDIT_COLUMNS: &str = "id, time, actor, action, target, address";
+
+/// An audit row as both back ends return it (`details` as JSON text).
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    id: i64,
+    time: i64,
+    actor: String,
+    action: String,
+    target: String,
+    address: Option<String>,
+    details: String,
+}
+
+impl TryFrom<AuditRow> for AuditEntry {
+    type Error = StoreError;
+
+    fn try_from(r: AuditRow) -> Result<Self, StoreError> {
+        let corrupt =
+            |what: &str| StoreError::Other(anyhow::anyhow!("corrupt audit row {}: {what}", r.id));
+        let time = OffsetDateTime::from_unix_timestamp(r.time)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .ok_or_else(|| corrupt("time"))?;
+        Ok(AuditEntry {
+            id: r.id,
+            time,
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            address: r.address,
+            details: serde_json::from_str(&r.details).map_err(|_| corrupt("details"))?,
+        })
+    }
+}
+
+/// The query listing audit entries: `placeholder(n)` writes the n-th
+/// parameter (`?` or `$n`); binds `before`, `target`, `action` (those
+/// present, in that order), then the limit. `details` is the expression
+/// reading the details as text.
+pub(crate) fn audit_list_sql(
+    q: &AuditQuery,
+    details: &str,
+    placeholder: fn(usize) -> String,
+) -> String {
+    let mut conditions = Vec::new();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        placeholder(n)
+    };
+    if q.before.is_some() {
+        conditions.push(format!("id < {}", next()));
+    }
+    if q.target.is_some() {
+        conditions.push(format!("target = {}", next()));
+    }
+    if q.action.is_some() {
+        conditions.push(format!("action = {}", next()));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    format!(
+        "SELECT {AUDIT_COLUMNS}, {details} AS details FROM audit {filter} ORDER BY id DESC LIMIT {}",
+        next()
+    )
 }

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use proget_api::AuditEntry;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgConnection, PgPool, Postgres};
 
@@ -15,12 +16,14 @@ use super::{
     check_admins, count_admins, encode_groups, groups_with_members, is_administrators,
     is_anonymous, is_unique_violation, join_values, migrate_error, missing_groups, name_key_clash,
     newest_migration, permission_columns, resolve_groups, set_membership, stale_name_keys,
-    unix_now, AccessRecord, AdminRow, KeyRow, PermissionRow, Store, StoreError, StoredAccess,
-    UsageBatch, UserRow, ACCESS_COLUMNS, ADMIN_ROWS, KEY_COLUMNS, PERMISSION_COLUMNS, USER_COLUMNS,
+    unix_now, AccessRecord, AdminRow, AuditRecord, AuditRow, KeyRow, PermissionRow, Store,
+    StoreError, StoredAccess, UsageBatch, UserRow, ACCESS_COLUMNS, ADMIN_ROWS, KEY_COLUMNS,
+    PERMISSION_COLUMNS, USER_COLUMNS,
 };
 use crate::domain::{
-    name_key, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission, PermissionId,
-    SecurityModel, StoredKey, Subject, User, UserChange, UserId, UserLogin, ANONYMOUS,
+    name_key, AuditContext, AuditQuery, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission,
+    PermissionId, SecurityModel, StoredKey, Subject, User, UserChange, UserId, UserLogin,
+    ANONYMOUS,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -93,6 +96,41 @@ impl PostgresStore {
         tx.commit().await?;
         Ok(PostgresStore { pool })
     }
+}
+
+/// Writes a change's audit entry (in the caller's transaction).
+async fn insert_audit(
+    conn: &mut PgConnection,
+    ctx: &AuditContext,
+    record: &AuditRecord,
+) -> Result<(), StoreError> {
+    let (time, actor, action, target, address, details) = record.columns(ctx);
+    sqlx::query(
+        "INSERT INTO audit (time, actor, action, target, address, details) \
+         VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+    )
+    .bind(time)
+    .bind(actor)
+    .bind(action)
+    .bind(target)
+    .bind(address)
+    .bind(details)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The permission with this id.
+async fn fetch_permission(
+    conn: &mut PgConnection,
+    id: PermissionId,
+) -> Result<Option<Permission>, StoreError> {
+    let row: Option<PermissionRow> =
+        sqlx::query_as(&format!("SELECT {PERMISSION_COLUMNS} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(Permission::try_from).transpose()
 }
 
 /// Every permission, ordered by id.
@@ -362,7 +400,7 @@ impl Store for PostgresStore {
         rows.into_iter().map(StoredKey::try_from).collect()
     }
 
-    async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
+    async fn create_key(&self, audit: &AuditContext, key: NewKey) -> Result<StoredKey, StoreError> {
         let mut tx = self.pool.begin().await?;
         if let (Some(cap), Some(owner)) = (key.personal_cap, key.user_id) {
             // The owner's row lock serialises concurrent creates for one owner.
@@ -407,6 +445,7 @@ impl Store for PostgresStore {
         let stored = fetch_key(&mut *tx, id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("key {id} vanished while being created"))?;
+        insert_audit(&mut tx, audit, &AuditRecord::key_created(&stored)).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -420,14 +459,21 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn delete_key(&self, id: KeyId) -> Result<bool, StoreError> {
+    async fn delete_key(&self, audit: &AuditContext, id: KeyId) -> Result<bool, StoreError> {
         // Concurrent deletes of one row: the second waits for the first's
-        // row lock, then finds nothing, so exactly one sees a row affected.
+        // row lock, then finds nothing, so exactly one sees a row affected
+        // (and writes the audit entry).
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM api_keys WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit, &AuditRecord::key_deleted(audit, id)).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn user_login(&self, name: &str) -> Result<Option<UserLogin>, StoreError> {
@@ -461,7 +507,11 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn create_user(&self, user: UserChange) -> Result<User, StoreError> {
+    async fn create_user(
+        &self,
+        audit: &AuditContext,
+        user: UserChange,
+    ) -> Result<User, StoreError> {
         let mut tx = self.pool.begin().await?;
         lock_writes(&mut tx).await?;
         let groups = store_groups(&mut tx, user.groups.as_deref().unwrap_or_default()).await?;
@@ -473,13 +523,21 @@ impl Store for PostgresStore {
         let created = fetch_user(&mut *tx, &user.name)
             .await?
             .ok_or_else(|| anyhow::anyhow!("user vanished while being created"))?;
+        insert_audit(&mut tx, audit, &AuditRecord::user_added(&created.user)).await?;
         tx.commit().await?;
         Ok(created.user)
     }
 
-    async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError> {
+    async fn update_user(
+        &self,
+        audit: &AuditContext,
+        change: UserChange,
+    ) -> Result<Option<User>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let before = lock_and_count_admins(&mut tx).await?;
+        let Some(old) = fetch_user(&mut *tx, &change.name).await? else {
+            return Ok(None);
+        };
         let groups = match change.groups.as_deref() {
             Some(requested) => Some(store_groups(&mut tx, requested).await?),
             None => None,
@@ -500,30 +558,36 @@ impl Store for PostgresStore {
             return Ok(None);
         }
         check_admins(before, admins(&mut tx).await?)?;
-        let updated = fetch_user(&mut *tx, &change.name).await?;
+        let updated = fetch_user(&mut *tx, &change.name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("user vanished while being updated"))?;
+        let record =
+            AuditRecord::user_edited(&old.user, &updated.user, change.password_hash.is_some());
+        insert_audit(&mut tx, audit, &record).await?;
         tx.commit().await?;
-        Ok(updated.map(|l| l.user))
+        Ok(Some(updated.user))
     }
 
-    async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+    async fn delete_user(&self, audit: &AuditContext, name: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let before = lock_and_count_admins(&mut tx).await?;
         let key = name_key(name);
         // Lock the user row first so that a personal key created for this
         // user concurrently either commits before (and is deleted here) or
         // fails on the foreign key afterwards.
-        let user_id: Option<UserId> =
-            sqlx::query_scalar("SELECT id FROM users WHERE name_key = $1 FOR UPDATE")
+        let found: Option<(UserId, String)> =
+            sqlx::query_as("SELECT id, name FROM users WHERE name_key = $1 FOR UPDATE")
                 .bind(&key)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let Some(user_id) = user_id else {
+        let Some((user_id, stored_name)) = found else {
             return Ok(false);
         };
-        sqlx::query("DELETE FROM api_keys WHERE user_id = $1")
+        let keys = sqlx::query("DELETE FROM api_keys WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
         let done = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(user_id)
             .execute(&mut *tx)
@@ -533,8 +597,13 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         check_admins(before, admins(&mut tx).await?)?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let record = AuditRecord::user_deleted(&stored_name, keys);
+        insert_audit(&mut tx, audit, &record).await?;
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(true)
     }
 
     async fn has_users(&self) -> Result<bool, StoreError> {
@@ -544,7 +613,11 @@ impl Store for PostgresStore {
         Ok(any.is_some())
     }
 
-    async fn create_first_user(&self, user: UserChange) -> Result<bool, StoreError> {
+    async fn create_first_user(
+        &self,
+        audit: &AuditContext,
+        user: UserChange,
+    ) -> Result<bool, StoreError> {
         // Under READ COMMITTED, `INSERT … WHERE NOT EXISTS` alone lets two
         // nodes starting at once both insert; the lock makes the second wait
         // and then see the first's committed user.
@@ -566,6 +639,10 @@ impl Store for PostgresStore {
             Err(e) if is_unique_violation(&e) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
+        let created = fetch_user(&mut *tx, &user.name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("user vanished while being created"))?;
+        insert_audit(&mut tx, audit, &AuditRecord::user_added(&created.user)).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -576,7 +653,11 @@ impl Store for PostgresStore {
         Ok(std::sync::Arc::new(SecurityModel::new(permissions)))
     }
 
-    async fn add_permission(&self, permission: NewPermission) -> Result<Permission, StoreError> {
+    async fn add_permission(
+        &self,
+        audit: &AuditContext,
+        permission: NewPermission,
+    ) -> Result<Permission, StoreError> {
         let mut tx = self.pool.begin().await?;
         let before = lock_and_count_admins(&mut tx).await?;
         let subject = match &permission.subject {
@@ -616,13 +697,27 @@ impl Store for PostgresStore {
         .fetch_one(&mut *tx)
         .await?;
         check_admins(before, admins(&mut tx).await?)?;
+        let added = permission.with_id(id);
+        insert_audit(
+            &mut tx,
+            audit,
+            &AuditRecord::permission("permission.add", &added),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(permission.with_id(id))
+        Ok(added)
     }
 
-    async fn delete_permission(&self, id: PermissionId) -> Result<bool, StoreError> {
+    async fn delete_permission(
+        &self,
+        audit: &AuditContext,
+        id: PermissionId,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let before = lock_and_count_admins(&mut tx).await?;
+        let Some(old) = fetch_permission(&mut tx, id).await? else {
+            return Ok(false);
+        };
         let done = sqlx::query("DELETE FROM permissions WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -631,6 +726,8 @@ impl Store for PostgresStore {
             return Ok(false);
         }
         check_admins(before, admins(&mut tx).await?)?;
+        let record = AuditRecord::permission("permission.delete", &old);
+        insert_audit(&mut tx, audit, &record).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -650,7 +747,7 @@ impl Store for PostgresStore {
         groups_with_members(groups, users)
     }
 
-    async fn create_group(&self, group: Group) -> Result<Group, StoreError> {
+    async fn create_group(&self, audit: &AuditContext, group: Group) -> Result<Group, StoreError> {
         let mut tx = self.pool.begin().await?;
         lock_writes(&mut tx).await?;
         let inserted =
@@ -667,24 +764,31 @@ impl Store for PostgresStore {
         }
         set_members(&mut tx, &group.name, &group.members, true).await?;
         let created = fetch_group(&mut tx, &group.name).await?;
+        insert_audit(&mut tx, audit, &AuditRecord::group_added(&created)).await?;
         tx.commit().await?;
         Ok(created)
     }
 
-    async fn edit_group(&self, group: Group) -> Result<Option<Group>, StoreError> {
+    async fn edit_group(
+        &self,
+        audit: &AuditContext,
+        group: Group,
+    ) -> Result<Option<Group>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let before = lock_and_count_admins(&mut tx).await?;
         let Some(name) = group_name(&mut tx, &group.name).await? else {
             return Ok(None);
         };
+        let old = fetch_group(&mut tx, &name).await?;
         set_members(&mut tx, &name, &group.members, false).await?;
         check_admins(before, admins(&mut tx).await?)?;
         let edited = fetch_group(&mut tx, &name).await?;
+        insert_audit(&mut tx, audit, &AuditRecord::group_edited(&old, &edited)).await?;
         tx.commit().await?;
         Ok(Some(edited))
     }
 
-    async fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
+    async fn delete_group(&self, audit: &AuditContext, name: &str) -> Result<bool, StoreError> {
         if is_administrators(name) {
             return Err(StoreError::ProtectedGroup);
         }
@@ -693,17 +797,21 @@ impl Store for PostgresStore {
         let Some(name) = group_name(&mut tx, name).await? else {
             return Ok(false);
         };
+        let old = fetch_group(&mut tx, &name).await?;
         set_members(&mut tx, &name, &[], false).await?;
         let key = name_key(&name);
-        sqlx::query("DELETE FROM permissions WHERE group_key = $1")
+        let permissions = sqlx::query("DELETE FROM permissions WHERE group_key = $1")
             .bind(&key)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
         sqlx::query("DELETE FROM groups WHERE name_key = $1")
             .bind(&key)
             .execute(&mut *tx)
             .await?;
         check_admins(before, admins(&mut tx).await?)?;
+        let record = AuditRecord::group_deleted(&old, permissions);
+        insert_audit(&mut tx, audit, &record).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -824,14 +932,70 @@ impl Store for PostgresStore {
         Ok(stored)
     }
 
-    async fn replace_setting(&self, name: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+    async fn replace_setting(
+        &self,
+        audit: &AuditContext,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("UPDATE settings SET value = $3 WHERE name = $1 AND value = $2")
             .bind(name)
             .bind(old)
             .bind(new)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit, &AuditRecord::setting_replaced(name)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn record_audit(
+        &self,
+        audit: &AuditContext,
+        action: &'static str,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert_audit(
+            &mut conn,
+            audit,
+            &AuditRecord::other(action, target, details),
+        )
+        .await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let sql = super::audit_list_sql(query, "details::text", |n| format!("${n}"));
+        let mut q = sqlx::query_as::<_, AuditRow>(&sql);
+        if let Some(before) = query.before {
+            q = q.bind(before);
+        }
+        if let Some(target) = &query.target {
+            q = q.bind(target);
+        }
+        if let Some(action) = &query.action {
+            q = q.bind(action);
+        }
+        let rows = q.bind(i64::from(query.limit)).fetch_all(&self.pool).await?;
+        rows.into_iter().map(AuditEntry::try_from).collect()
+    }
+
+    async fn prune_audit(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM audit WHERE id IN \
+             (SELECT id FROM audit WHERE time < $1 ORDER BY id LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn close(&self) {

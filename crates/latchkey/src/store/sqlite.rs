@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use proget_api::AuditEntry;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Executor, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -13,13 +14,14 @@ use super::{
     check_admins, count_admins, encode_groups, groups_with_members, is_administrators,
     is_anonymous, is_unique_violation, join_values, migrate_error, missing_groups, name_key_clash,
     newest_migration, permission_columns, resolve_groups, set_membership, stale_name_keys,
-    unix_now, AccessRecord, AdminRow, JsonPage, KeyRow, PermissionRow, Store, StoreError,
-    StoredAccess, UsageBatch, UserRow, ACCESS_COLUMNS, ADMIN_ROWS, KEY_COLUMNS, PERMISSION_COLUMNS,
-    USER_COLUMNS,
+    unix_now, AccessRecord, AdminRow, AuditRecord, AuditRow, JsonPage, KeyRow, PermissionRow,
+    Store, StoreError, StoredAccess, UsageBatch, UserRow, ACCESS_COLUMNS, ADMIN_ROWS, KEY_COLUMNS,
+    PERMISSION_COLUMNS, USER_COLUMNS,
 };
 use crate::domain::{
-    name_key, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission, PermissionId,
-    SecurityModel, StoredKey, Subject, User, UserChange, UserId, UserLogin, ANONYMOUS,
+    name_key, AuditContext, AuditQuery, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission,
+    PermissionId, SecurityModel, StoredKey, Subject, User, UserChange, UserId, UserLogin,
+    ANONYMOUS,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -62,8 +64,8 @@ pub struct SqliteStore {
     deletes: mpsc::Sender<DeleteRequest>,
 }
 
-/// A key id to delete and where to send the outcome.
-type DeleteRequest = (KeyId, oneshot::Sender<Result<bool, String>>);
+/// A key id to delete, the delete's audit context and where to send the outcome.
+type DeleteRequest = (KeyId, AuditContext, oneshot::Sender<Result<bool, String>>);
 
 /// Most deletes committed in one transaction.
 const MAX_DELETE_BATCH: usize = 512;
@@ -75,9 +77,8 @@ const MAX_DELETE_BATCH: usize = 512;
 async fn delete_batcher(writer: SqlitePool, mut requests: mpsc::Receiver<DeleteRequest>) {
     let mut batch = Vec::with_capacity(MAX_DELETE_BATCH);
     while requests.recv_many(&mut batch, MAX_DELETE_BATCH).await > 0 {
-        let ids: Vec<KeyId> = batch.iter().map(|(id, _)| *id).collect();
-        let outcome = delete_all(&writer, &ids).await;
-        for (i, (_, reply)) in batch.drain(..).enumerate() {
+        let outcome = delete_all(&writer, &batch).await;
+        for (i, (_, _, reply)) in batch.drain(..).enumerate() {
             let _ = reply.send(match &outcome {
                 Ok(deleted) => Ok(deleted[i]),
                 Err(e) => Err(format!("{e:#}")),
@@ -86,16 +87,21 @@ async fn delete_batcher(writer: SqlitePool, mut requests: mpsc::Receiver<DeleteR
     }
 }
 
-/// Deletes every id in one transaction; `deleted[i]` tells whether `ids[i]` removed a row.
-async fn delete_all(writer: &SqlitePool, ids: &[KeyId]) -> anyhow::Result<Vec<bool>> {
+/// Deletes every id in one transaction, each with its `apikey.delete` entry
+/// in that transaction; `deleted[i]` tells whether `batch[i]` removed a row.
+async fn delete_all(writer: &SqlitePool, batch: &[DeleteRequest]) -> anyhow::Result<Vec<bool>> {
     let mut tx = writer.begin().await?;
-    let mut deleted = Vec::with_capacity(ids.len());
-    for id in ids {
+    let mut deleted = Vec::with_capacity(batch.len());
+    for (id, audit, _) in batch {
         let done = sqlx::query("DELETE FROM api_keys WHERE id = ?")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        deleted.push(done.rows_affected() == 1);
+        let gone = done.rows_affected() == 1;
+        if gone {
+            insert_audit(&mut tx, audit, &AuditRecord::key_deleted(audit, *id)).await?;
+        }
+        deleted.push(gone);
     }
     tx.commit().await?;
     Ok(deleted)
@@ -183,6 +189,40 @@ async fn quick_check(writer: &SqlitePool) -> Result<(), StoreError> {
         return Ok(());
     }
     Err(corrupt(found.join("; ").replace('\n', " ")))
+}
+
+/// Writes a change's audit entry (in the caller's transaction).
+async fn insert_audit(
+    conn: &mut SqliteConnection,
+    ctx: &AuditContext,
+    record: &AuditRecord,
+) -> Result<(), StoreError> {
+    let (time, actor, action, target, address, details) = record.columns(ctx);
+    sqlx::query(
+        "INSERT INTO audit (time, actor, action, target, address, details) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(time)
+    .bind(actor)
+    .bind(action)
+    .bind(target)
+    .bind(address)
+    .bind(details)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The permission with this id.
+async fn fetch_permission(
+    conn: &mut SqliteConnection,
+    id: PermissionId,
+) -> Result<Option<Permission>, StoreError> {
+    let row: Option<PermissionRow> =
+        sqlx::query_as(&format!("SELECT {PERMISSION_COLUMNS} WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(Permission::try_from).transpose()
 }
 
 /// Every permission, ordered by id.
@@ -439,7 +479,7 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn create_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
+    async fn create_key(&self, audit: &AuditContext, key: NewKey) -> Result<StoredKey, StoreError> {
         let mut tx = self.writer.begin().await?;
         if let (Some(cap), Some(owner)) = (key.personal_cap, key.user_id) {
             // One writer connection: creates are serialised, the count holds.
@@ -480,6 +520,7 @@ impl Store for SqliteStore {
         let stored = fetch_key(&mut *tx, id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("key {id} vanished while being created"))?;
+        insert_audit(&mut tx, audit, &AuditRecord::key_created(&stored)).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -493,10 +534,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn delete_key(&self, id: KeyId) -> Result<bool, StoreError> {
+    async fn delete_key(&self, audit: &AuditContext, id: KeyId) -> Result<bool, StoreError> {
         let (reply, outcome) = oneshot::channel();
         let gone = || anyhow::anyhow!("the delete writer has stopped");
-        self.deletes.send((id, reply)).await.map_err(|_| gone())?;
+        self.deletes
+            .send((id, audit.clone(), reply))
+            .await
+            .map_err(|_| gone())?;
         let deleted = outcome.await.map_err(|_| gone())?;
         deleted.map_err(|e| StoreError::Other(anyhow::anyhow!("delete failed: {e}")))
     }
@@ -528,7 +572,11 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn create_user(&self, user: UserChange) -> Result<User, StoreError> {
+    async fn create_user(
+        &self,
+        audit: &AuditContext,
+        user: UserChange,
+    ) -> Result<User, StoreError> {
         let mut tx = self.writer.begin().await?;
         let groups = store_groups(&mut tx, user.groups.as_deref().unwrap_or_default()).await?;
         let inserted = sqlx::query(
@@ -552,13 +600,21 @@ impl Store for SqliteStore {
         let created = fetch_user(&mut *tx, &user.name)
             .await?
             .ok_or_else(|| anyhow::anyhow!("user vanished while being created"))?;
+        insert_audit(&mut tx, audit, &AuditRecord::user_added(&created.user)).await?;
         tx.commit().await?;
         Ok(created.user)
     }
 
-    async fn update_user(&self, change: UserChange) -> Result<Option<User>, StoreError> {
+    async fn update_user(
+        &self,
+        audit: &AuditContext,
+        change: UserChange,
+    ) -> Result<Option<User>, StoreError> {
         let mut tx = self.writer.begin().await?;
         let before = admins(&mut tx).await?;
+        let Some(old) = fetch_user(&mut *tx, &change.name).await? else {
+            return Ok(None);
+        };
         let groups = match change.groups.as_deref() {
             Some(requested) => Some(store_groups(&mut tx, requested).await?),
             None => None,
@@ -578,21 +634,30 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         check_admins(before, admins(&mut tx).await?)?;
-        let updated = fetch_user(&mut *tx, &change.name).await?;
+        let updated = fetch_user(&mut *tx, &change.name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("user vanished while being updated"))?;
+        let record =
+            AuditRecord::user_edited(&old.user, &updated.user, change.password_hash.is_some());
+        insert_audit(&mut tx, audit, &record).await?;
         tx.commit().await?;
-        Ok(updated.map(|l| l.user))
+        Ok(Some(updated.user))
     }
 
-    async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+    async fn delete_user(&self, audit: &AuditContext, name: &str) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await?;
         let before = admins(&mut tx).await?;
         let key = name_key(name);
-        sqlx::query(
+        let Some(user) = fetch_user(&mut *tx, name).await? else {
+            return Ok(false);
+        };
+        let keys = sqlx::query(
             "DELETE FROM api_keys WHERE user_id IN (SELECT id FROM users WHERE name_key = ?)",
         )
         .bind(&key)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
         let done = sqlx::query("DELETE FROM users WHERE name_key = ?")
             .bind(&key)
             .execute(&mut *tx)
@@ -605,6 +670,8 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         check_admins(before, admins(&mut tx).await?)?;
+        let record = AuditRecord::user_deleted(&user.user.name, keys);
+        insert_audit(&mut tx, audit, &record).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -616,7 +683,12 @@ impl Store for SqliteStore {
         Ok(any.is_some())
     }
 
-    async fn create_first_user(&self, user: UserChange) -> Result<bool, StoreError> {
+    async fn create_first_user(
+        &self,
+        audit: &AuditContext,
+        user: UserChange,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "INSERT INTO users (name, name_key, display_name, email, groups, password_hash, created_at) \
              SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM users)",
@@ -628,9 +700,17 @@ impl Store for SqliteStore {
         .bind(encode_groups(user.groups.as_deref().unwrap_or_default()))
         .bind(user.password_hash.as_deref().unwrap_or_default())
         .bind(unix_now())
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let created = fetch_user(&mut *tx, &user.name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("user vanished while being created"))?;
+        insert_audit(&mut tx, audit, &AuditRecord::user_added(&created.user)).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn security(&self) -> Result<std::sync::Arc<SecurityModel>, StoreError> {
@@ -639,7 +719,11 @@ impl Store for SqliteStore {
         Ok(std::sync::Arc::new(SecurityModel::new(permissions)))
     }
 
-    async fn add_permission(&self, permission: NewPermission) -> Result<Permission, StoreError> {
+    async fn add_permission(
+        &self,
+        audit: &AuditContext,
+        permission: NewPermission,
+    ) -> Result<Permission, StoreError> {
         let mut tx = self.writer.begin().await?;
         let before = admins(&mut tx).await?;
         let subject = match &permission.subject {
@@ -679,13 +763,27 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         check_admins(before, admins(&mut tx).await?)?;
+        let added = permission.with_id(id);
+        insert_audit(
+            &mut tx,
+            audit,
+            &AuditRecord::permission("permission.add", &added),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(permission.with_id(id))
+        Ok(added)
     }
 
-    async fn delete_permission(&self, id: PermissionId) -> Result<bool, StoreError> {
+    async fn delete_permission(
+        &self,
+        audit: &AuditContext,
+        id: PermissionId,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await?;
         let before = admins(&mut tx).await?;
+        let Some(old) = fetch_permission(&mut tx, id).await? else {
+            return Ok(false);
+        };
         let done = sqlx::query("DELETE FROM permissions WHERE id = ?")
             .bind(id)
             .execute(&mut *tx)
@@ -694,6 +792,8 @@ impl Store for SqliteStore {
             return Ok(false);
         }
         check_admins(before, admins(&mut tx).await?)?;
+        let record = AuditRecord::permission("permission.delete", &old);
+        insert_audit(&mut tx, audit, &record).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -710,7 +810,7 @@ impl Store for SqliteStore {
         groups_with_members(groups, users)
     }
 
-    async fn create_group(&self, group: Group) -> Result<Group, StoreError> {
+    async fn create_group(&self, audit: &AuditContext, group: Group) -> Result<Group, StoreError> {
         let mut tx = self.writer.begin().await?;
         let inserted =
             sqlx::query("INSERT INTO groups (name, name_key, created_at) VALUES (?, ?, ?)")
@@ -726,24 +826,31 @@ impl Store for SqliteStore {
         }
         set_members(&mut tx, &group.name, &group.members, true).await?;
         let created = fetch_group(&mut tx, &group.name).await?;
+        insert_audit(&mut tx, audit, &AuditRecord::group_added(&created)).await?;
         tx.commit().await?;
         Ok(created)
     }
 
-    async fn edit_group(&self, group: Group) -> Result<Option<Group>, StoreError> {
+    async fn edit_group(
+        &self,
+        audit: &AuditContext,
+        group: Group,
+    ) -> Result<Option<Group>, StoreError> {
         let mut tx = self.writer.begin().await?;
         let before = admins(&mut tx).await?;
         let Some(name) = group_name(&mut tx, &group.name).await? else {
             return Ok(None);
         };
+        let old = fetch_group(&mut tx, &name).await?;
         set_members(&mut tx, &name, &group.members, false).await?;
         check_admins(before, admins(&mut tx).await?)?;
         let edited = fetch_group(&mut tx, &name).await?;
+        insert_audit(&mut tx, audit, &AuditRecord::group_edited(&old, &edited)).await?;
         tx.commit().await?;
         Ok(Some(edited))
     }
 
-    async fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
+    async fn delete_group(&self, audit: &AuditContext, name: &str) -> Result<bool, StoreError> {
         if is_administrators(name) {
             return Err(StoreError::ProtectedGroup);
         }
@@ -752,17 +859,21 @@ impl Store for SqliteStore {
         let Some(name) = group_name(&mut tx, name).await? else {
             return Ok(false);
         };
+        let old = fetch_group(&mut tx, &name).await?;
         set_members(&mut tx, &name, &[], false).await?;
         let key = name_key(&name);
-        sqlx::query("DELETE FROM permissions WHERE group_key = ?")
+        let permissions = sqlx::query("DELETE FROM permissions WHERE group_key = ?")
             .bind(&key)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
         sqlx::query("DELETE FROM groups WHERE name_key = ?")
             .bind(&key)
             .execute(&mut *tx)
             .await?;
         check_admins(before, admins(&mut tx).await?)?;
+        let record = AuditRecord::group_deleted(&old, permissions);
+        insert_audit(&mut tx, audit, &record).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -877,14 +988,72 @@ impl Store for SqliteStore {
         Ok(stored)
     }
 
-    async fn replace_setting(&self, name: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+    async fn replace_setting(
+        &self,
+        audit: &AuditContext,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query("UPDATE settings SET value = ?3 WHERE name = ?1 AND value = ?2")
             .bind(name)
             .bind(old)
             .bind(new)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit, &AuditRecord::setting_replaced(name)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn record_audit(
+        &self,
+        audit: &AuditContext,
+        action: &'static str,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        insert_audit(
+            &mut conn,
+            audit,
+            &AuditRecord::other(action, target, details),
+        )
+        .await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let sql = super::audit_list_sql(query, "details", |_| "?".into());
+        let mut q = sqlx::query_as::<_, AuditRow>(&sql);
+        if let Some(before) = query.before {
+            q = q.bind(before);
+        }
+        if let Some(target) = &query.target {
+            q = q.bind(target);
+        }
+        if let Some(action) = &query.action {
+            q = q.bind(action);
+        }
+        let rows = q
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.readers)
+            .await?;
+        rows.into_iter().map(AuditEntry::try_from).collect()
+    }
+
+    async fn prune_audit(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time < ? ORDER BY id LIMIT ?)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn close(&self) {

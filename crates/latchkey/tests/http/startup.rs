@@ -271,7 +271,7 @@ fn a_later_admin_password_is_ignored_with_a_warning(backend: Backend) {
 
 // Item 6: reset-admin.
 
-fn reset_admin(s: &TestServer, password: Option<&str>) -> Output {
+pub(crate) fn reset_admin(s: &TestServer, password: Option<&str>) -> Output {
     let mut cmd = Command::new(latchkey_bin());
     cmd.args(["reset-admin", "--data-dir"])
         .arg(&s.data_dir)
