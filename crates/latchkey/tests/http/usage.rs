@@ -316,6 +316,14 @@ fn no_secret_reaches_any_log_entry(backend: Backend) {
     }
     assert!(all.contains("«redacted»"), "{all}");
     assert!(all.contains("carol"), "{all}");
+    // Nor the audit trail of the same changes.
+    let r = get(&s, "/api/audit/list?limit=1000", &s.admin());
+    assert_eq!(r.status(), 200);
+    let audit = r.text().unwrap();
+    assert!(audit.contains("carol"), "{audit}");
+    for secret in &secrets {
+        assert!(!audit.contains(secret.as_str()), "{secret} is in {audit}");
+    }
 }
 
 fn bodies_are_cut_at_64_kib_and_marked(backend: Backend) {
