@@ -48,6 +48,11 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// tests need not wait a minute. Undocumented for operators.
 pub const FLUSH_ENV: &str = "LATCHKEY_USAGE_FLUSH_MS";
 
+/// Benchmark-only: `LATCHKEY_USAGE_TRACKING=off` turns last-use tracking
+/// off, to measure what it costs (access logs are kept as keys ask).
+/// Undocumented for operators.
+pub const TRACKING_ENV: &str = "LATCHKEY_USAGE_TRACKING";
+
 /// Retention of access-log entries.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
@@ -111,6 +116,8 @@ pub struct Usage {
     dropped: Arc<AtomicU64>,
     /// Body bytes in the queue.
     queued: Arc<AtomicUsize>,
+    /// Whether last use is recorded (see [`TRACKING_ENV`]).
+    tracking: bool,
 }
 
 impl Usage {
@@ -129,12 +136,16 @@ impl Usage {
             window_ms: timing.window_ms,
             dropped,
             queued,
+            tracking: std::env::var(TRACKING_ENV).map_or(true, |v| v != "off"),
         })
     }
 
     /// A successful authentication by `key` from `from`: queued at most
     /// once per window and key.
     pub fn used(&self, key: KeyId, from: Option<IpAddr>) {
+        if !self.tracking {
+            return;
+        }
         let now = now_ms();
         let window = now / self.window_ms;
         let shard = &self.recorded[key.unsigned_abs() as usize % SHARDS];

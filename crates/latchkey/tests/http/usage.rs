@@ -24,6 +24,7 @@ both_backends!(
     a_graceful_shutdown_writes_what_the_recorder_holds,
     retention_keeps_the_newest_entries_per_key,
     unused_for_pages_through_a_listing_of_several_pages,
+    the_benchmark_knob_turns_last_use_tracking_off,
 );
 
 const LOGS: &str = "/api/api-keys/logs";
@@ -624,4 +625,23 @@ fn unused_for_pages_through_a_listing_of_several_pages(backend: Backend) {
         .filter(|id| id % 3 == 0)
         .collect();
     assert_eq!(ids, expected);
+}
+
+fn the_benchmark_knob_turns_last_use_tracking_off(backend: Backend) {
+    let s = TestServer::start_with(
+        backend,
+        Options {
+            env: vec![
+                ("LATCHKEY_USAGE_FLUSH_MS".into(), "50".into()),
+                ("LATCHKEY_USAGE_TRACKING".into(), "off".into()),
+            ],
+            ..Options::default()
+        },
+    );
+    let (id, text) = s.create_key(logged("request"));
+    assert_eq!(get(&s, "/api/api-keys/self", &text).status(), 200);
+    // The access log still works: once its entry is in, so would a use be.
+    logs_when(&s, id, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(key_info(&s, id).get("lastUsed").is_none());
 }
