@@ -47,9 +47,11 @@ ROTATING_KEYS=200
 if [[ $MODE == smoke ]]; then
   USERS=$ROTATING_KEYS
   DURATION=5
+  LOG_DURATION=6
 else
   USERS=500
   DURATION=${BENCH_DURATION:-10}
+  LOG_DURATION=60
 fi
 # Connection counts and wrk threads (the machine has few cores: wrk gets at most 2).
 CONNS_LOW=1 THREADS_LOW=1
@@ -320,6 +322,69 @@ bench_nginx() { # LATCHKEY_ADDR SEED_DIR
   stop_server "$upstream_pid"
 }
 
+# Scenario 9 (issue 12): what last-use tracking costs. Scenario 7's forward
+# auth on two fresh servers, back to back: tracking on (the default), then off
+# (LATCHKEY_USAGE_TRACKING=off, a benchmark-only switch).
+bench_tracking() { # DATA_DIR URL SEED_DIR
+  local dir=$1 url=$2 file=$3/feed-keys.txt mode conns pid u
+  for mode in on off; do
+    LATCHKEY_USAGE_TRACKING=$mode start_server "latchkey-sqlite-tracking-$mode" "$BIN/latchkey" serve --listen 127.0.0.1:0 --data-dir "$dir" --database-url "$url"
+    pid=$SERVER_PID u="http://$SERVER_ADDR$FORWARD_PATH"
+    warm_keys "$file" "$u" "scenario 9 (tracking $mode)"
+    for conns in "${NEW_CONN_SET[@]}"; do
+      run_wrk "sqlite 9. tracking $mode" "$(threads_for "$conns")" "$conns" "$u" bench/keys.lua "$file"
+      if [[ $mode == off ]]; then
+        record sqlite "9. forward auth as in 7, last-use tracking off" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" "" forward
+        BASE_RPS[trackoff$conns]=$RPS
+      else
+        record sqlite "9. forward auth as in 7, last-use tracking on" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" "" forward
+      fi
+    done
+    stop_server "$pid"
+  done
+}
+
+# Scenario 10 (issue 12): access logging. GET /api/api-keys/self by 200 feed
+# keys of feed-0 with logging `none`, then by 200 feed keys of feed-2 switched
+# to `request` (by SQL, server stopped) for LOG_DURATION seconds, with the
+# server's resident memory sampled after a sixth of the run and at its end.
+bench_logging() { # DATA_DIR URL SEED_DIR
+  local dir=$1 url=$2 seed=$3 logged=$3/logged-keys.txt pid u conns=$CONNS_HIGH rss_early rss_end
+  awk -v n="$ROTATING_KEYS" '($1 - 1000) % 100 == 2 { print $1 "\t" $2; if (++c == n) exit }' "$seed/delete-pairs.txt" >"$WORK/logged-pairs.txt"
+  cut -f2 "$WORK/logged-pairs.txt" >"$logged"
+  (($(wc -l <"$logged") == ROTATING_KEYS)) || die "fewer than $ROTATING_KEYS feed keys of feed-2 seeded"
+  python3 - "$dir/latchkey.db" "$WORK/logged-pairs.txt" <<'PY' || die "scenario 10: cannot switch the keys' logging"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+ids = [int(line.split("\t")[0]) for line in open(sys.argv[2]) if line.strip()]
+db.executemany("UPDATE api_keys SET logging = 'request' WHERE id = ?", [(i,) for i in ids])
+db.commit()
+PY
+  start_server "latchkey-sqlite-logging" "$BIN/latchkey" serve --listen 127.0.0.1:0 --data-dir "$dir" --database-url "$url"
+  pid=$SERVER_PID u="http://$SERVER_ADDR/api/api-keys/self"
+  warm_keys "$seed/feed-keys.txt" "$u" "scenario 10 (logging none)"
+  warm_keys "$logged" "$u" "scenario 10 (logging request)"
+  run_wrk "sqlite 10. logging none" "$THREADS_HIGH" "$conns" "$u" bench/keys.lua "$seed/feed-keys.txt"
+  record sqlite "10. GET /api/api-keys/self by $ROTATING_KEYS feed keys, logging none" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" ""
+  BASE_RPS[lognone$conns]=$RPS
+  BASE_P99[lognone$conns]=$P99_MS
+  local sampler
+  (sleep $((LOG_DURATION / 6)); awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" >"$WORK/rss-early.txt") &
+  sampler=$!
+  DURATION=$LOG_DURATION run_wrk "sqlite 10. logging request" "$THREADS_HIGH" "$conns" "$u" bench/keys.lua "$logged"
+  wait "$sampler"
+  rss_early=$(<"$WORK/rss-early.txt")
+  rss_end=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
+  record sqlite "10. the same by $ROTATING_KEYS feed keys with logging request, ${LOG_DURATION} s" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" "" lognone
+  record sqlite "10. resident memory growth over the logged run (from 1/6 to the end)" - \
+    "$(awk -v a="$rss_early" -v b="$rss_end" 'BEGIN { printf "%.1f", (b - a) / 1024 }')" MiB - - \
+    "VmRSS $((rss_early / 1024)) MiB after $((LOG_DURATION / 6)) s, $((rss_end / 1024)) MiB at the end"
+  stop_server "$pid"
+  # Back to `none`, so that scenario 3's deletes are not logged.
+  python3 -c 'import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute("UPDATE api_keys SET logging = '"'none'"' WHERE logging = '"'request'"'"); db.commit()' "$dir/latchkey.db" \
+    || die "scenario 10: cannot switch the keys' logging back"
+}
+
 # Scenario 6: start to `listening on`, on fresh empty databases and on the seeded one.
 bench_start() { # BACKEND SEEDED_URL SEEDED_DIR
   local backend=$1 seeded_url=$2 seeded_dir=$3 i url dir times=()
@@ -504,6 +569,13 @@ run_backend() { # BACKEND DATABASE_URL DATA_DIR SEED_DIR
   bench_forward "$backend" "$addr" "$seed"
   if [[ $backend == sqlite ]]; then
     bench_nginx "$addr" "$seed"
+    # Scenarios 9 and 10 start their own servers on the same database.
+    stop_server "$LATCHKEY_PID"
+    bench_tracking "$dir" "$url" "$seed"
+    bench_logging "$dir" "$url" "$seed"
+    start_server "latchkey-$backend" "$BIN/latchkey" serve --listen 127.0.0.1:0 --data-dir "$dir" --database-url "$url"
+    LATCHKEY_PID=$SERVER_PID
+    addr=$SERVER_ADDR
   fi
   if [[ $MODE == full ]]; then
     warm_pseudo_keys "$seed/pseudo-keys.txt" "$addr"
@@ -574,7 +646,7 @@ ratio_of() { # BACKEND SCENARIO CONNS FIELD BASE
 
 targets_table() {
   local h=$CONNS_HIGH l=$CONNS_LOW
-  echo "| target (issues 6, 10 and 11) | measured | target | verdict |"
+  echo "| target (issues 6, 10, 11 and 12) | measured | target | verdict |"
   echo "| --- | ---: | ---: | --- |"
   target "1. SQLite, log on, req/s at $h connections ÷ baseline" "$(ratio_of sqlite "1. log on" "$h" 4 "${BASE_RPS[$h]}")" 0.70 ge
   target "1. SQLite, log on, p99 at $h connections ÷ baseline p99" "$(ratio_of sqlite "1. log on" "$h" 7 "${BASE_P99[$h]}")" 1.5 le
@@ -587,6 +659,9 @@ targets_table() {
     target "7. PostgreSQL, forward auth req/s at $h connections ÷ baseline on that route" "$(ratio_of postgres 7. "$h" 4 "${BASE_RPS[forward$h]:-}")" 0.70 ge
   fi
   echo "| 8. nginx with auth_request, req/s at $h connections ÷ the same nginx without | $(ratio_of sqlite 8. "$h" 4 "${BASE_RPS[nginx$h]:-}") | none | reported |"
+  target "9. SQLite, forward auth with last-use tracking on ÷ off, req/s at $h connections" "$(ratio_of sqlite "9. forward auth as in 7, last-use tracking on" "$h" 4 "${BASE_RPS[trackoff$h]:-}")" 0.95 ge
+  target "10. SQLite, logging request ÷ logging none, req/s at $h connections" "$(ratio_of sqlite "10. the same" "$h" 4 "${BASE_RPS[lognone$h]:-}")" 0.50 ge
+  target "10. SQLite, resident memory growth over the logged run, MiB" "$(lookup sqlite "10. resident memory" - 4)" 16 le
   [[ $MODE == full ]] || return 0
   target "2. SQLite, warm pseudo-key req/s at $h connections ÷ baseline" "$(ratio_of sqlite 2. "$h" 4 "${BASE_RPS[$h]}")" 0.50 ge
   target "3. SQLite, durable deletes/s at $h connections" "$(lookup sqlite 3. "$h" 4)" 5000 ge
