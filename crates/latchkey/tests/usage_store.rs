@@ -39,6 +39,7 @@ macro_rules! store_tests {
 store_tests! {
     last_use_only_moves_forward_and_ignores_deleted_keys,
     last_use_is_the_greatest_over_nodes,
+    overlapping_batches_of_two_nodes_never_fail,
     json_pages_carry_last_use_as_the_wire_does,
     entries_are_listed_newest_first_and_paged,
     entries_outlive_their_key,
@@ -194,6 +195,52 @@ async fn last_use_is_the_greatest_over_nodes(ctx: Ctx) {
         last_used(other.as_ref(), k.id).await,
         (Some(2_000_000_100), Some("10.0.0.1".into()))
     );
+    other.close().await;
+}
+
+/// Two nodes writing batches over the same keys in opposite orders at once:
+/// every batch commits (rows locked in one order: no deadlock), and the
+/// newest use wins.
+async fn overlapping_batches_of_two_nodes_never_fail(ctx: Ctx) {
+    let mut ids = Vec::new();
+    for i in 0..1000 {
+        ids.push(
+            ctx.store
+                .create_key(&SYSTEM, key(&format!("k{i}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let other = store::open(&ctx.url).await.unwrap();
+    let batch = |order: &[i32], at: i64, from: &str| UsageBatch {
+        uses: order
+            .iter()
+            .map(|&key| KeyUse {
+                key,
+                at,
+                from: Some(from.into()),
+            })
+            .collect(),
+        entries: vec![],
+    };
+    let reversed: Vec<i32> = ids.iter().rev().copied().collect();
+    for round in 0..10 {
+        let at = 2_000_000_000 + round * 60;
+        let (first, second) = (
+            batch(&ids, at, "10.0.0.1"),
+            batch(&reversed, at + 1, "10.0.0.2"),
+        );
+        let (a, b) = tokio::join!(ctx.store.record_usage(&first), other.record_usage(&second));
+        a.unwrap_or_else(|e| panic!("round {round}, node 1: {e}"));
+        b.unwrap_or_else(|e| panic!("round {round}, node 2: {e}"));
+    }
+    for id in [ids[0], ids[999]] {
+        assert_eq!(
+            last_used(ctx.store.as_ref(), id).await,
+            (Some(2_000_000_000 + 9 * 60 + 1), Some("10.0.0.2".into()))
+        );
+    }
     other.close().await;
 }
 

@@ -827,6 +827,13 @@ impl Store for PostgresStore {
             let ids: Vec<i32> = batch.uses.iter().map(|u| u.key).collect();
             let ats: Vec<i64> = batch.uses.iter().map(|u| u.at).collect();
             let froms: Vec<Option<String>> = batch.uses.iter().map(|u| u.from.clone()).collect();
+            // Rows are locked in id order first: two nodes writing
+            // overlapping batches then wait for each other, never deadlock
+            // (the UPDATE's join would lock them in plan order).
+            sqlx::query("SELECT id FROM api_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "UPDATE api_keys k SET last_used = u.at, last_used_from = u.from_addr \
                  FROM unnest($1::int[], $2::bigint[], $3::text[]) AS u(id, at, from_addr) \
