@@ -76,6 +76,14 @@ pub fn allows(model: &SecurityModel, principal: Option<&Principal>, need: Need<'
     }
 }
 
+/// Whether a decision for this principal reads permissions at all: only
+/// users (logins, pseudo-keys, personal keys) and `Anonymous` do. System,
+/// feed and legacy keys are decided by the key alone, so their requests need
+/// no [`SecurityModel`] (on PostgreSQL: no permissions query).
+pub fn reads_permissions(principal: Option<&Principal>) -> bool {
+    !matches!(principal, Some(Principal::Key(k)) if k.key_type != ApiKeyType::Personal)
+}
+
 /// Whether a user holds `Administer` globally (through themselves or a
 /// group) with no deny removing it.
 pub fn is_admin(model: &SecurityModel, user: &User) -> bool {
@@ -503,6 +511,17 @@ mod tests {
                     prop_assert!(allows(&before, who.as_ref(), need));
                 }
             }
+        }
+
+        #[test]
+        fn keys_that_read_no_permissions_decide_alike_on_any_model(ps in prop::collection::vec(arb_permission(), 0..12), need in arb_need(), ty in prop::sample::select(vec![ApiKeyType::System, ApiKeyType::Feed, ApiKeyType::Other]), apis in prop::sample::subsequence(SystemApi::ALL.to_vec(), 0..=SystemApi::ALL.len())) {
+            let mut k = key(ty);
+            k.system_apis = apis;
+            k.feed = Some("f".into());
+            k.package_permissions = vec![View, Add];
+            let who = Principal::Key(k);
+            prop_assert!(!reads_permissions(Some(&who)));
+            prop_assert_eq!(allows(&model(ps), Some(&who), need), allows(&SecurityModel::default(), Some(&who), need));
         }
 
         #[test]

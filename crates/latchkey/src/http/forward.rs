@@ -19,7 +19,10 @@ use proget_api::{PackagePermission, SystemApi};
 
 use super::access::KeySlot;
 use super::limiter::Attempt;
-use super::{client_addr, error, too_many_failures, AppError, AppState, ErrorCause, RequestNote};
+use super::{
+    client_addr, error, permissions_for, too_many_failures, AppError, AppState, ErrorCause,
+    RequestNote,
+};
 use crate::auth::{extract_forwarded_credential, AuthError, Credential};
 use crate::domain::{Principal, ANONYMOUS};
 use crate::policy::{allows, Need};
@@ -194,7 +197,7 @@ pub async fn forward(State(app): State<AppState>, req: Request) -> Response {
             Err(e) => return AppError::from(e).into_response(),
         },
     };
-    let model = match app.store.security().await {
+    let model = match permissions_for(&app, principal.as_ref()).await {
         Ok(m) => m,
         Err(e) => return AppError::from(e).into_response(),
     };

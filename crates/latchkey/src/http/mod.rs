@@ -370,7 +370,9 @@ pub struct Caller {
     pub body: Bytes,
     /// The client's address (`None` in-process), for the limiter.
     pub peer: Option<std::net::IpAddr>,
-    /// The permissions in force for this request.
+    /// The permissions the policy reads for this caller (empty for system
+    /// and feed keys, which no permission concerns: see
+    /// [`policy::reads_permissions`](crate::policy::reads_permissions)).
     pub security: Arc<SecurityModel>,
 }
 
@@ -456,9 +458,7 @@ impl FromRequest<AppState> for Caller {
             };
             let _ = note.0.set(label);
         }
-        let security = app
-            .store
-            .security()
+        let security = permissions_for(app, Some(&principal))
             .await
             .map_err(|e| AppError::from(e).into_response())?;
         Ok(Caller {
@@ -468,6 +468,20 @@ impl FromRequest<AppState> for Caller {
             body,
             peer,
         })
+    }
+}
+
+/// The permissions a decision for this principal reads: the stored snapshot,
+/// or none for keys the policy decides alone (no store call for them).
+async fn permissions_for(
+    app: &AppState,
+    principal: Option<&Principal>,
+) -> Result<Arc<SecurityModel>, crate::store::StoreError> {
+    static NONE: OnceLock<Arc<SecurityModel>> = OnceLock::new();
+    if crate::policy::reads_permissions(principal) {
+        app.store.security().await
+    } else {
+        Ok(NONE.get_or_init(Arc::default).clone())
     }
 }
 

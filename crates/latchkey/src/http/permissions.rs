@@ -15,10 +15,12 @@ use crate::store::StoreError;
 const MAX_NAME_CHARS: usize = 256;
 
 /// Handles the `GET /api/security/permissions/list` route: every permission, ordered by id.
-pub async fn list(caller: Caller) -> Result<Response, AppError> {
+pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     security_admin(&caller)?;
-    let infos: Vec<PermissionInfo> = caller
-        .security
+    let infos: Vec<PermissionInfo> = app
+        .store
+        .security()
+        .await?
         .permissions()
         .iter()
         .cloned()

@@ -8,8 +8,8 @@ use proget_api::{paths, ApiKeyInfo, PackagePermission, VerifyCode, VerifyRequest
 use super::access::KeySlot;
 use super::forward::{authenticate_settled, Requirement};
 use super::{
-    body_too_large, client_addr, json_ok, parse_json, too_many_failures, AppError, AppState,
-    Caller, MAX_BODY_BYTES,
+    body_too_large, client_addr, json_ok, parse_json, permissions_for, too_many_failures, AppError,
+    AppState, Caller, MAX_BODY_BYTES,
 };
 use crate::auth::{as_key, AuthError};
 use crate::domain::Principal;
@@ -66,7 +66,7 @@ pub async fn verify(State(app): State<AppState>, req: Request) -> Response {
         Err(e) if e.is_refusal() => return answer(&refused(VerifyCode::NotFound)),
         Err(e) => return AppError::from(e).into_response(),
     };
-    let model = match app.store.security().await {
+    let model = match permissions_for(&app, Some(&principal)).await {
         Ok(m) => m,
         Err(e) => return AppError::from(e).into_response(),
     };

@@ -425,6 +425,14 @@ fn only_full_control_keys_and_administrators_may_use_permissions_and_tasks(backe
         assert_eq!(delete(&s, caller, "?id=x").status(), 403);
     }
     assert_eq!(permissions(&s).len(), 2, "nothing was added or deleted");
+    let by_key: Value = get(&s, &full, "/api/security/permissions/list")
+        .json()
+        .unwrap();
+    assert_eq!(
+        by_key.as_array().unwrap(),
+        &permissions(&s),
+        "a full-control key lists what an administrator lists"
+    );
 
     for caller in [s.admin(), full] {
         assert_eq!(
