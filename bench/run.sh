@@ -56,6 +56,8 @@ fi
 # Connection counts and wrk threads (the machine has few cores: wrk gets at most 2).
 CONNS_LOW=1 THREADS_LOW=1
 CONNS_HIGH=64 THREADS_HIGH=2
+# run_paired: rounds per pair (even, so that ABBA order cancels a linear drift).
+PAIR_ROUNDS=2
 STARTS=5        # scenario 6: starts per database
 CURL_RUNS=5     # scenario 4: admin lists
 PGUTIL_RUNS=20  # scenario 5: pgutil deletes
@@ -178,7 +180,8 @@ stop_server() {
 
 # record BACKEND SCENARIO CONNS VALUE UNIT P50_MS P99_MS NOTE [BASE]: BASE
 # names the baseline of the ratios: `list` (the default) for the list
-# baseline, `forward` for the baseline on the forward-auth route, `nginx` for
+# baseline, `forward-BACKEND` for the baseline on the forward-auth route
+# paired with scenario 7 on BACKEND, `nginx` for
 # nginx without auth_request. Stored as column 8, before the note: an empty
 # field is lost in the middle of a line that `read` splits on tabs.
 record() {
@@ -224,6 +227,41 @@ median() { # numbers on stdin → median
   sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# run_paired THREADS CONNS FILE LABEL_A URL_A LABEL_B URL_B: the two servers
+# (both started, only one driven at a time) in PAIR_ROUNDS rounds of one wrk
+# run each, in ABBA order (A B, B A, A B, …), so that a drift of the
+# machine's speed during the scenario falls on both alike. Sets A_RPS, A_P50,
+# A_P99 and B_RPS, B_P50, B_P99 (means over the rounds; the ratio of the means
+# is the ratio of the requests served in equal times) and PAIR_NOTE (each
+# round's req/s).
+run_paired() {
+  local threads=$1 conns=$2 file=$3 la=$4 ua=$5 lb=$6 ub=$7 i first
+  local a_rps=() a_p50=() a_p99=() b_rps=() b_p50=() b_p99=()
+  local order
+  for i in $(seq 1 "$PAIR_ROUNDS"); do
+    order=(a b)
+    ((i % 2)) || order=(b a)
+    for first in "${order[@]}"; do
+      if [[ $first == a ]]; then
+        run_wrk "$la round $i" "$threads" "$conns" "$ua" bench/keys.lua "$file"
+        a_rps+=("$RPS") a_p50+=("$P50_MS") a_p99+=("$P99_MS")
+      else
+        run_wrk "$lb round $i" "$threads" "$conns" "$ub" bench/keys.lua "$file"
+        b_rps+=("$RPS") b_p50+=("$P50_MS") b_p99+=("$P99_MS")
+      fi
+    done
+  done
+  A_RPS=$(printf '%s\n' "${a_rps[@]}" | mean 0) A_P50=$(printf '%s\n' "${a_p50[@]}" | mean 2)
+  A_P99=$(printf '%s\n' "${a_p99[@]}" | mean 2)
+  B_RPS=$(printf '%s\n' "${b_rps[@]}" | mean 0) B_P50=$(printf '%s\n' "${b_p50[@]}" | mean 2)
+  B_P99=$(printf '%s\n' "${b_p99[@]}" | mean 2)
+  PAIR_NOTE="mean of $PAIR_ROUNDS rounds, ABBA order: ${a_rps[*]} vs ${b_rps[*]} req/s"
+}
+
+mean() { # DECIMALS; numbers on stdin → their mean
+  awk -v d="$1" '{ s += $1; n++ } END { if (n == 0) exit 1; printf "%.*f\n", d, s / n }'
+}
+
 vm_hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
 # ------------------------------------------------------------------ scenarios
@@ -241,30 +279,27 @@ bench_baseline() { # TAG: start or end
       BASE_P99[$conns]=$P99_MS
     fi
   done
-  # Scenario 7's baseline: the forward-auth route, the same feed keys.
-  url="http://$SERVER_ADDR$FORWARD_PATH"
-  for conns in "${NEW_CONN_SET[@]}"; do
-    run_wrk "baseline forward $tag" "$(threads_for "$conns")" "$conns" "$url" bench/keys.lua "$SEED_SQLITE/feed-keys.txt"
-    record baseline "baseline ($tag), forward-auth route and feed keys" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" ""
-    if [[ $tag == start ]]; then
-      BASE_RPS[forward$conns]=$RPS
-      BASE_P99[forward$conns]=$P99_MS
-    fi
-  done
   stop_server "$pid"
 }
 
 threads_for() { if (($1 == CONNS_LOW)); then echo "$THREADS_LOW"; else echo "$THREADS_HIGH"; fi; }
 
 # Scenario 7: forward auth, /api/auth/forward?feed=F with 200 rotating feed
-# keys of feed F, warmed first (one request each).
+# keys of feed F, warmed first (one request each), paired with the baseline
+# on the same route with the same keys (run_paired: alternating rounds).
 bench_forward() { # BACKEND ADDR SEED_DIR
-  local backend=$1 url="http://$2$FORWARD_PATH" file=$3/feed-keys.txt conns
+  local backend=$1 url="http://$2$FORWARD_PATH" file=$3/feed-keys.txt conns base_pid base_url
   warm_keys "$file" "$url" "scenario 7 ($backend)"
+  start_server "baseline-forward-$backend" "$BIN/examples/bench_baseline" --listen 127.0.0.1:0
+  base_pid=$SERVER_PID base_url="http://$SERVER_ADDR$FORWARD_PATH"
   for conns in "${NEW_CONN_SET[@]}"; do
-    run_wrk "$backend 7. forward" "$(threads_for "$conns")" "$conns" "$url" bench/keys.lua "$file"
-    record "$backend" "7. forward auth by $ROTATING_KEYS rotating feed keys (warm)" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" "" forward
+    run_paired "$(threads_for "$conns")" "$conns" "$file" "baseline forward ($backend)" "$base_url" "$backend 7. forward" "$url"
+    record baseline "baseline, forward-auth route and feed keys, paired with 7 ($backend)" "$conns" "$A_RPS" "req/s" "$A_P50" "$A_P99" "$PAIR_NOTE"
+    BASE_RPS[forward-$backend$conns]=$A_RPS
+    BASE_P99[forward-$backend$conns]=$A_P99
+    record "$backend" "7. forward auth by $ROTATING_KEYS rotating feed keys (warm)" "$conns" "$B_RPS" "req/s" "$B_P50" "$B_P99" "paired with the baseline" "forward-$backend"
   done
+  stop_server "$base_pid"
 }
 
 # One request per key, in sequence; every one must be allowed.
@@ -323,25 +358,29 @@ bench_nginx() { # LATCHKEY_ADDR SEED_DIR
 }
 
 # Scenario 9 (issue 12): what last-use tracking costs. Scenario 7's forward
-# auth on two fresh servers, back to back: tracking on (the default), then off
-# (LATCHKEY_USAGE_TRACKING=off, a benchmark-only switch).
+# auth on two servers running side by side, tracking on (the default) and off
+# (LATCHKEY_USAGE_TRACKING=off, a benchmark-only switch), each on its own copy
+# of the database, paired (run_paired: alternating rounds).
 bench_tracking() { # DATA_DIR URL SEED_DIR
-  local dir=$1 url=$2 file=$3/feed-keys.txt mode conns pid u
-  for mode in on off; do
-    LATCHKEY_USAGE_TRACKING=$mode start_server "latchkey-sqlite-tracking-$mode" "$BIN/latchkey" serve --listen 127.0.0.1:0 --data-dir "$dir" --database-url "$url"
-    pid=$SERVER_PID u="http://$SERVER_ADDR$FORWARD_PATH"
-    warm_keys "$file" "$u" "scenario 9 (tracking $mode)"
-    for conns in "${NEW_CONN_SET[@]}"; do
-      run_wrk "sqlite 9. tracking $mode" "$(threads_for "$conns")" "$conns" "$u" bench/keys.lua "$file"
-      if [[ $mode == off ]]; then
-        record sqlite "9. forward auth as in 7, last-use tracking off" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" "" forward
-        BASE_RPS[trackoff$conns]=$RPS
-      else
-        record sqlite "9. forward auth as in 7, last-use tracking on" "$conns" "$RPS" "req/s" "$P50_MS" "$P99_MS" "" forward
-      fi
-    done
-    stop_server "$pid"
+  local dir=$1 url=$2 file=$3/feed-keys.txt conns on_pid off_pid on_url off_url off_dir=$1-tracking-off
+  rm -rf "$off_dir"
+  cp -a "$dir" "$off_dir" || die "scenario 9: cannot copy the database"
+  start_server "latchkey-sqlite-tracking-on" "$BIN/latchkey" serve --listen 127.0.0.1:0 --data-dir "$dir" --database-url "$url"
+  on_pid=$SERVER_PID on_url="http://$SERVER_ADDR$FORWARD_PATH"
+  LATCHKEY_USAGE_TRACKING=off start_server "latchkey-sqlite-tracking-off" "$BIN/latchkey" serve --listen 127.0.0.1:0 \
+    --data-dir "$off_dir" --database-url "sqlite://$off_dir/latchkey.db"
+  off_pid=$SERVER_PID off_url="http://$SERVER_ADDR$FORWARD_PATH"
+  warm_keys "$file" "$on_url" "scenario 9 (tracking on)"
+  warm_keys "$file" "$off_url" "scenario 9 (tracking off)"
+  for conns in "${NEW_CONN_SET[@]}"; do
+    run_paired "$(threads_for "$conns")" "$conns" "$file" "sqlite 9. tracking off" "$off_url" "sqlite 9. tracking on" "$on_url"
+    record sqlite "9. forward auth as in 7, last-use tracking off" "$conns" "$A_RPS" "req/s" "$A_P50" "$A_P99" "$PAIR_NOTE" forward-sqlite
+    BASE_RPS[trackoff$conns]=$A_RPS
+    record sqlite "9. forward auth as in 7, last-use tracking on" "$conns" "$B_RPS" "req/s" "$B_P50" "$B_P99" "paired with tracking off" forward-sqlite
   done
+  stop_server "$on_pid"
+  stop_server "$off_pid"
+  rm -rf "$off_dir"
 }
 
 # Scenario 10 (issue 12): access logging. GET /api/api-keys/self by 200 feed
@@ -654,9 +693,9 @@ targets_table() {
   if [[ -n $PG_ADMIN_URL && $MODE == full ]]; then
     target "1. PostgreSQL, log on, req/s at $h connections ÷ baseline" "$(ratio_of postgres "1. log on" "$h" 4 "${BASE_RPS[$h]}")" 0.50 ge
   fi
-  target "7. SQLite, forward auth req/s at $h connections ÷ baseline on that route" "$(ratio_of sqlite 7. "$h" 4 "${BASE_RPS[forward$h]:-}")" 0.70 ge
+  target "7. SQLite, forward auth req/s at $h connections ÷ baseline on that route" "$(ratio_of sqlite 7. "$h" 4 "${BASE_RPS[forward-sqlite$h]:-}")" 0.70 ge
   if [[ -n $PG_ADMIN_URL && $MODE == full ]]; then
-    target "7. PostgreSQL, forward auth req/s at $h connections ÷ baseline on that route" "$(ratio_of postgres 7. "$h" 4 "${BASE_RPS[forward$h]:-}")" 0.70 ge
+    target "7. PostgreSQL, forward auth req/s at $h connections ÷ baseline on that route" "$(ratio_of postgres 7. "$h" 4 "${BASE_RPS[forward-postgres$h]:-}")" 0.70 ge
   fi
   echo "| 8. nginx with auth_request, req/s at $h connections ÷ the same nginx without | $(ratio_of sqlite 8. "$h" 4 "${BASE_RPS[nginx$h]:-}") | none | reported |"
   target "9. SQLite, forward auth with last-use tracking on ÷ off, req/s at $h connections" "$(ratio_of sqlite "9. forward auth as in 7, last-use tracking on" "$h" 4 "${BASE_RPS[trackoff$h]:-}")" 0.95 ge

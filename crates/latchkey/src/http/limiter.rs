@@ -232,6 +232,12 @@ impl Limiter {
     /// Charges an attempt to `addr`, waiting up to [`ADMIT_WAIT`] while the
     /// address has as many attempts unsettled as it has failures left.
     pub async fn admit(&self, addr: IpAddr) -> Result<Attempt<'_>, Refusal> {
+        // The common case waits for nothing, so it registers with nobody: the
+        // `Notify` (one for every address) is touched only by callers that wait.
+        match self.charge_at(addr, Instant::now(), false) {
+            Err(Refusal::Busy) => {}
+            other => return other,
+        }
         let deadline = tokio::time::Instant::now() + ADMIT_WAIT;
         loop {
             // Registered before the try, so that a settle in between is not missed.
