@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
-use common::{client, full_control, personal, post_json, Backend, Options, TestDatabase, TestServer};
+use common::{
+    client, full_control, personal, post_json, Backend, Options, TestDatabase, TestServer,
+};
 
 /// The sync lease `T` of the nodes under test (shorter than the default, to
 /// keep the fault tests short).
@@ -69,9 +71,8 @@ fn a_key_deleted_on_a_is_refused_by_b_and_c_at_once_300_times() {
 #[test]
 #[ignore = "needs PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and pass --run-ignored all"]
 fn nodes_hammered_during_deletes_accept_nothing_that_started_after_the_200() {
-    let cluster = Cluster::start(
-        "nodes_hammered_during_deletes_accept_nothing_that_started_after_the_200",
-    );
+    let cluster =
+        Cluster::start("nodes_hammered_during_deletes_accept_nothing_that_started_after_the_200");
     let hammer = Hammer::start(&[cluster.b.base.clone(), cluster.c.base.clone()]);
     let mut refused_after = 0;
     let mut latencies = Vec::new();
@@ -140,7 +141,11 @@ fn a_deleted_user_is_refused_by_the_other_nodes_at_once() {
             assert_eq!(forward(node, "", &login, "GET"), 200, "round {round}");
         }
         let r = client()
-            .delete(cluster.a.url(&format!("/api/security/users/delete?user={name}")))
+            .delete(
+                cluster
+                    .a
+                    .url(&format!("/api/security/users/delete?user={name}")),
+            )
             .header("X-ApiKey", cluster.a.admin())
             .send()
             .unwrap();
@@ -187,12 +192,20 @@ fn removed_permissions_and_memberships_are_refused_by_the_other_nodes_at_once() 
         assert_eq!(publish("f"), [200, 200], "round {round}: grant");
         let id = granted["id"].as_i64().unwrap();
         let r = client()
-            .post(cluster.a.url(&format!("/api/security/permissions/delete?id={id}")))
+            .post(
+                cluster
+                    .a
+                    .url(&format!("/api/security/permissions/delete?id={id}")),
+            )
             .header("X-ApiKey", cluster.a.admin())
             .send()
             .unwrap();
         assert_eq!(r.status(), 200);
-        assert_eq!(publish("f"), [403, 403], "round {round}: removed permission");
+        assert_eq!(
+            publish("f"),
+            [403, 403],
+            "round {round}: removed permission"
+        );
         // A membership given, then a deny added, then the membership removed.
         admin_post(
             &cluster.a,
@@ -208,7 +221,11 @@ fn removed_permissions_and_memberships_are_refused_by_the_other_nodes_at_once() 
         assert_eq!(publish("g"), [403, 403], "round {round}: a deny narrows");
         let id = deny["id"].as_i64().unwrap();
         client()
-            .post(cluster.a.url(&format!("/api/security/permissions/delete?id={id}")))
+            .post(
+                cluster
+                    .a
+                    .url(&format!("/api/security/permissions/delete?id={id}")),
+            )
             .header("X-ApiKey", cluster.a.admin())
             .send()
             .unwrap();
@@ -218,7 +235,11 @@ fn removed_permissions_and_memberships_are_refused_by_the_other_nodes_at_once() 
             "/api/security/groups/edit",
             &json!({"name": "Publishers", "members": []}),
         );
-        assert_eq!(publish("g"), [403, 403], "round {round}: removed membership");
+        assert_eq!(
+            publish("g"),
+            [403, 403],
+            "round {round}: removed membership"
+        );
     }
 }
 
@@ -252,13 +273,13 @@ fn killed_listen_connections_never_let_a_deleted_key_through() {
         if d.is_string() {
             break d;
         }
-        assert!(Instant::now() < detail, "node b never said it was out of sync");
+        assert!(
+            Instant::now() < detail,
+            "node b never said it was out of sync"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
-    assert!(
-        said.as_str().unwrap().contains("out of sync"),
-        "{said}"
-    );
+    assert!(said.as_str().unwrap().contains("out of sync"), "{said}");
     assert!(cluster.b.log().contains("out of sync with the other nodes"));
     // ...and back in sync by itself.
     cluster.wait_in_sync();
@@ -328,7 +349,11 @@ fn a_node_whose_database_traffic_is_frozen_refuses_or_fails_and_recovers() {
         cluster.wait_in_sync();
         assert_eq!(any_valid(&cluster.b, &key), 401, "round {round}");
         let (_, fresh) = cluster.a.create_key(full_control());
-        assert_eq!(any_valid(&cluster.b, &fresh), 200, "round {round}: recovered");
+        assert_eq!(
+            any_valid(&cluster.b, &fresh),
+            200,
+            "round {round}: recovered"
+        );
     }
     report("delete, a node's database traffic frozen", &mut latencies);
     println!("requests to the frozen node that failed rather than refused: {failed} of 6");
@@ -390,7 +415,10 @@ fn a_node_killed_mid_delete_is_waited_for_only_until_it_is_forgotten() {
         if took < Duration::from_millis(300) {
             break;
         }
-        assert!(Instant::now() < forgotten, "the killed node is still waited for");
+        assert!(
+            Instant::now() < forgotten,
+            "the killed node is still waited for"
+        );
     }
     report("delete, after the killed node was forgotten", &mut later);
 }
@@ -563,7 +591,10 @@ fn terminate(suffix: &str) -> usize {
             if alive == 0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "sessions outlived pg_terminate_backend");
+            assert!(
+                Instant::now() < deadline,
+                "sessions outlived pg_terminate_backend"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let _ = conn.close().await;
@@ -671,7 +702,10 @@ impl Hammer {
             .count()
             < 4
         {
-            assert!(Instant::now() < deadline, "the hammer's key is not accepted");
+            assert!(
+                Instant::now() < deadline,
+                "the hammer's key is not accepted"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -783,7 +817,11 @@ impl Proxy {
 
     /// The database URL `url`, through the proxy.
     fn route(&self, url: &str) -> String {
-        assert!(url.contains(&self.upstream), "{url} is not on {}", self.upstream);
+        assert!(
+            url.contains(&self.upstream),
+            "{url} is not on {}",
+            self.upstream
+        );
         url.replacen(&self.upstream, &self.addr.to_string(), 1)
     }
 

@@ -289,7 +289,10 @@ mod tests {
             let (kind, target) = what.columns();
             assert_eq!(Invalidation::from_columns(kind, target), what);
         }
-        assert_eq!(Invalidation::from_columns("rotate", Some(3)), Invalidation::All);
+        assert_eq!(
+            Invalidation::from_columns("rotate", Some(3)),
+            Invalidation::All
+        );
         assert_eq!(Invalidation::from_columns("key", None), Invalidation::All);
         assert_eq!(
             Invalidation::from_columns("key", Some(i64::MAX)),
@@ -443,9 +446,8 @@ mod tests {
                             true
                         }
                     });
-                    let wake = wake
-                        && log.len() as u64 > 0
-                        && n.position.wants_check(log.len() as u64);
+                    let wake =
+                        wake && log.len() as u64 > 0 && n.position.wants_check(log.len() as u64);
                     if n.check.is_none() && (wake || t >= n.next_tick) {
                         n.next_tick = t + period;
                         let snap = t + s.latency.0;
@@ -454,8 +456,7 @@ mod tests {
                 }
                 let lagging = nodes.iter().filter(|n| n.acked < seq).count();
                 if answered.is_none()
-                    && (!writer_waits
-                        || wait_over(ms(t), ms(committed), T, ms(m), Some(lagging)))
+                    && (!writer_waits || wait_over(ms(t), ms(committed), T, ms(m), Some(lagging)))
                 {
                     answered = Some(t);
                 }

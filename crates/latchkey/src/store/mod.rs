@@ -346,7 +346,10 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens a PostgreSQL database as one node of several, with a cache kept
 /// coherent by the protocol of `docs/postgres.md` (sync lease `lease`).
-pub async fn open_node(url: &str, lease: std::time::Duration) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_node(
+    url: &str,
+    lease: std::time::Duration,
+) -> Result<Arc<dyn Store>, StoreError> {
     nodes::open(url, lease).await
 }
 

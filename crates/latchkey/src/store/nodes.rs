@@ -31,6 +31,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// A waiting writer re-reads the node table this often when no
 /// acknowledgement arrives (notifications can be lost).
 const ACK_POLL: Duration = Duration::from_millis(100);
+/// How long start-up waits for the node to be in sync.
+const STARTUP_SYNC: Duration = Duration::from_secs(5);
 /// Longest pause between reconnection attempts.
 const MAX_RETRY: Duration = Duration::from_secs(1);
 
@@ -97,15 +99,14 @@ impl Node {
             }
             if pending.is_none() || read_at.elapsed() >= ACK_POLL {
                 read_at = Instant::now();
-                pending =
-                    match tokio::time::timeout(deadline - now, self.lagging(seq)).await {
-                        Ok(Ok(ids)) => Some(ids),
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "cannot read the node table; waiting the full sync lease");
-                            None
-                        }
-                        Err(_) => None,
-                    };
+                pending = match tokio::time::timeout(deadline - now, self.lagging(seq)).await {
+                    Ok(Ok(ids)) => Some(ids),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot read the node table; waiting the full sync lease");
+                        None
+                    }
+                    Err(_) => None,
+                };
             }
             if let Some(ids) = &mut pending {
                 let acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
@@ -214,12 +215,18 @@ pub async fn open(url: &str, lease: Duration) -> Result<Arc<dyn Store>, StoreErr
         .application_name(&format!("{base}-sync"));
     tokio::spawn(listen(node.clone(), listen_options, events));
     tokio::spawn(drive(
-        node,
+        node.clone(),
         cache.clone(),
         check_options,
         Position::at(position),
         inbox,
     ));
+    // Start in sync when the database allows (within a few leases); if not,
+    // the node serves from PostgreSQL until it has caught up.
+    let deadline = Instant::now() + STARTUP_SYNC;
+    while !node.trusted() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     Ok(cache)
 }
 
@@ -302,9 +309,7 @@ async fn listen(node: Arc<Node>, options: PgConnectOptions, events: mpsc::Sender
     }
 }
 
-async fn connect_listener(
-    options: &PgConnectOptions,
-) -> Result<(PgListener, PgPool), sqlx::Error> {
+async fn connect_listener(options: &PgConnectOptions) -> Result<(PgListener, PgPool), sqlx::Error> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))

@@ -16,15 +16,15 @@ use proget_api::AuditEntry;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgConnection, PgPool, Postgres};
 
-use super::{
-    check_admins, count_admins, encode_groups, groups_with_members, is_administrators,
-    is_anonymous, is_unique_violation, join_values, migrate_error, missing_groups, name_key_clash,
-    newest_migration, permission_columns, resolve_groups, set_membership, stale_name_keys,
-    coherence, nodes::Node, unix_now, AccessRecord, AdminRow, AuditRecord, AuditRow, KeyRow, PermissionRow, Store,
-    StoreError, StoredAccess, UsageBatch, UserRow, ACCESS_COLUMNS, ADMIN_ROWS, KEY_COLUMNS,
-    PERMISSION_COLUMNS, USER_COLUMNS,
-};
 use super::coherence::Invalidation;
+use super::{
+    check_admins, coherence, count_admins, encode_groups, groups_with_members, is_administrators,
+    is_anonymous, is_unique_violation, join_values, migrate_error, missing_groups, name_key_clash,
+    newest_migration, nodes::Node, permission_columns, resolve_groups, set_membership,
+    stale_name_keys, unix_now, AccessRecord, AdminRow, AuditRecord, AuditRow, KeyRow,
+    PermissionRow, Store, StoreError, StoredAccess, UsageBatch, UserRow, ACCESS_COLUMNS,
+    ADMIN_ROWS, KEY_COLUMNS, PERMISSION_COLUMNS, USER_COLUMNS,
+};
 
 use crate::domain::{
     name_key, AuditContext, AuditQuery, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission,
