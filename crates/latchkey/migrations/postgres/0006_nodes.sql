@@ -49,7 +49,7 @@ $$;
 CREATE FUNCTION latchkey_ack(p_id TEXT, p_seq BIGINT) RETURNS BOOLEAN
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE nodes SET acked = greatest(acked, p_seq), heartbeat = now() WHERE id = p_id;
+    UPDATE nodes SET acked = p_seq, heartbeat = now() WHERE id = p_id;
     IF NOT FOUND THEN
         RETURN FALSE;
     END IF;

@@ -171,11 +171,19 @@ impl Position {
     }
 
     /// Takes the rows a check read (every row above [`applied`](Self::applied),
-    /// in sequence order) and says what to drop. The position advances to the
+    /// in sequence order) and the log's highest sequence number `end` in the
+    /// same snapshot, and says what to drop. The position advances to the
     /// last row, to be acknowledged once the step is carried out. Rows at or
     /// below the position (a duplicate) are skipped; a hole before or between
-    /// rows means the log was pruned past this node, so it starts over.
-    pub fn take(&mut self, rows: &[Entry]) -> Step {
+    /// rows means the log was pruned past this node, so it starts over. A log
+    /// that ends before the position (the database was restored from a
+    /// backup, or failed over to a replica that lost commits) would reuse
+    /// numbers this node has seen: it starts over from that end.
+    pub fn take(&mut self, rows: &[Entry], end: u64) -> Step {
+        if end < self.applied {
+            self.applied = end;
+            return Step::StartOver;
+        }
         let mut next = self.applied;
         let mut apply = Vec::new();
         let mut whole = true;
@@ -266,16 +274,24 @@ mod tests {
         let mut p = Position::at(4);
         assert!(!p.wants_check(3) && !p.wants_check(4) && p.wants_check(5));
         assert_eq!(
-            p.take(&[key(4, 1), key(5, 2), key(6, 3)]),
+            p.take(&[key(4, 1), key(5, 2), key(6, 3)], 6),
             Step::Apply(vec![Invalidation::Key(2), Invalidation::Key(3)])
         );
         assert_eq!(p.applied(), 6);
-        assert_eq!(p.take(&[]), Step::Apply(vec![]));
+        assert_eq!(p.take(&[], 6), Step::Apply(vec![]));
         assert_eq!(p.applied(), 6);
         // The log was pruned past 7: start over, then carry on from the end.
-        assert_eq!(p.take(&[key(9, 1), key(10, 2)]), Step::StartOver);
+        assert_eq!(p.take(&[key(9, 1), key(10, 2)], 10), Step::StartOver);
         assert_eq!(p.applied(), 10);
-        assert_eq!(p.take(&[key(11, 1), key(13, 2)]), Step::StartOver);
+        assert_eq!(p.take(&[key(11, 1), key(13, 2)], 13), Step::StartOver);
+        assert_eq!(p.applied(), 13);
+        // Restored from a backup that ends at 8: numbers 9 to 13 come again.
+        assert_eq!(p.take(&[], 8), Step::StartOver);
+        assert_eq!(p.applied(), 8);
+        assert_eq!(
+            p.take(&[key(9, 4)], 9),
+            Step::Apply(vec![Invalidation::Key(4)])
+        );
     }
 
     #[test]
@@ -420,7 +436,8 @@ mod tests {
                                 .map(|(i, (_, k))| key(i as u64 + 1, *k))
                                 .filter(|e| e.seq > n.position.applied())
                                 .collect();
-                            match n.position.take(&rows) {
+                            let end = log.iter().filter(|(c, _)| *c <= snap).count() as u64;
+                            match n.position.take(&rows, end) {
                                 Step::Apply(v) => {
                                     for w in v {
                                         if let Invalidation::Key(k) = w {

@@ -33,6 +33,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 const ACK_POLL: Duration = Duration::from_millis(100);
 /// How long start-up waits for the node to be in sync.
 const STARTUP_SYNC: Duration = Duration::from_secs(5);
+/// The same when an acknowledgement beyond the log's end as last read arrived.
+const REREAD: Duration = Duration::from_millis(5);
 /// Longest pause between reconnection attempts.
 const MAX_RETRY: Duration = Duration::from_secs(1);
 
@@ -87,7 +89,8 @@ impl Node {
         let lease = self.lease.length();
         let margin = coherence::margin(lease);
         let deadline = committed + lease + margin;
-        let mut pending: Option<Vec<String>> = None;
+        let mut pending: Option<(Vec<String>, u64)> = None;
+        let mut reread = ACK_POLL;
         let mut read_at = Instant::now();
         loop {
             let wake = self.acked.notified();
@@ -97,10 +100,10 @@ impl Node {
             if now >= deadline {
                 return;
             }
-            if pending.is_none() || read_at.elapsed() >= ACK_POLL {
+            if pending.is_none() || read_at.elapsed() >= reread {
                 read_at = Instant::now();
                 pending = match tokio::time::timeout(deadline - now, self.lagging(seq)).await {
-                    Ok(Ok(ids)) => Some(ids),
+                    Ok(Ok(lagging)) => Some(lagging),
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "cannot read the node table; waiting the full sync lease");
                         None
@@ -108,34 +111,49 @@ impl Node {
                     Err(_) => None,
                 };
             }
-            if let Some(ids) = &mut pending {
+            reread = ACK_POLL;
+            if let Some((ids, end)) = &mut pending {
+                // Announced since the read; beyond the log's end they do not
+                // count (they may predate a restore of the database), but the
+                // end may have moved on: read again soon.
                 let acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
-                ids.retain(|id| acks.get(id).is_none_or(|&a| a < seq));
+                ids.retain(|id| acks.get(id).is_none_or(|&a| a < seq || a > *end));
+                if ids.iter().any(|id| acks.get(id).is_some_and(|&a| a > *end)) {
+                    reread = REREAD;
+                }
             }
-            let lagging = pending.as_ref().map(Vec::len);
+            let lagging = pending.as_ref().map(|(ids, _)| ids.len());
             if coherence::wait_over(coherence::now(), committed, lease, margin, lagging) {
                 return;
             }
             let left = deadline.saturating_sub(coherence::now());
-            let _ = tokio::time::timeout(left.min(ACK_POLL), wake).await;
+            let _ = tokio::time::timeout(left.min(reread), wake).await;
         }
     }
 
-    /// The other nodes that have not acknowledged `seq`, after forgetting
-    /// those silent for longer than their lease (a node's check that races
+    /// The other nodes that have not acknowledged `seq` (or acknowledged
+    /// beyond the log's end: positions from before a restore of the
+    /// database), after forgetting those silent for longer than their lease (a node's check that races
     /// this either refreshed its heartbeat first, and is waited for, or finds
     /// its row gone and confirms nothing).
-    async fn lagging(&self, seq: u64) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar(
+    /// Also returns the log's end, beyond which no acknowledgement counts.
+    async fn lagging(&self, seq: u64) -> Result<(Vec<String>, u64), sqlx::Error> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
             "WITH gone AS (DELETE FROM nodes WHERE heartbeat < now() - make_interval(secs => $3) \
-             RETURNING id) \
-             SELECT id FROM nodes WHERE acked < $1 AND id <> $2 AND id NOT IN (SELECT id FROM gone)",
+             RETURNING id), \
+             log AS (SELECT coalesce(max(seq), 0) AS end_seq FROM invalidations) \
+             SELECT id, log.end_seq FROM nodes, log WHERE id <> $2 \
+             AND id NOT IN (SELECT id FROM gone) AND (acked < $1 OR acked > log.end_seq)",
         )
         .bind(i64::try_from(seq).unwrap_or(i64::MAX))
         .bind(&self.id)
         .bind(self.forget_after().as_secs_f64())
         .fetch_all(&self.pool)
-        .await
+        .await?;
+        let end = rows
+            .first()
+            .map_or(seq, |r| u64::try_from(r.1).unwrap_or(0));
+        Ok((rows.into_iter().map(|r| r.0).collect(), end))
     }
 
     /// Leaves the node table on shutdown (writers stop waiting for this node)
@@ -264,6 +282,8 @@ async fn listen(node: Arc<Node>, options: PgConnectOptions, events: mpsc::Sender
         match connect_listener(&options).await {
             Ok((mut listener, pool)) => {
                 retry = Duration::from_millis(50);
+                // Acknowledgements heard before are not trusted across a gap.
+                node.acks.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 if events.send(Event::Listening).await.is_err() {
                     return;
                 }
@@ -273,8 +293,8 @@ async fn listen(node: Arc<Node>, options: PgConnectOptions, events: mpsc::Sender
                             if let Some((id, seq)) = n.payload().split_once(' ') {
                                 let seq = seq.parse().unwrap_or(0);
                                 let mut acks = node.acks.lock().unwrap_or_else(|e| e.into_inner());
-                                let known = acks.entry(id.to_owned()).or_insert(0);
-                                *known = (*known).max(seq);
+                                // The latest: lower after a node started over.
+                                acks.insert(id.to_owned(), seq);
                             }
                             node.acked.notify_waiters();
                         }
@@ -386,7 +406,7 @@ async fn drive(
                 continue;
             }
         };
-        let Some(rows) = outcome else {
+        let Some((end, rows)) = outcome else {
             // Forgotten (silent too long): announce the node again; the next
             // check, after that, may confirm.
             node.distrust("this node was silent too long and was forgotten".into());
@@ -397,7 +417,7 @@ async fn drive(
             continue;
         };
         let full = rows.len() as i64 >= CHECK_ROWS;
-        match position.take(&rows) {
+        match position.take(&rows, end) {
             Step::Apply(changes) => {
                 for what in changes {
                     cache.apply(what);
@@ -405,7 +425,7 @@ async fn drive(
             }
             Step::StartOver => cache.apply(Invalidation::All),
         }
-        if position.applied() > acked {
+        if position.applied() != acked {
             match ack(&node.pool, &node.id, position.applied()).await {
                 Ok(true) => acked = position.applied(),
                 Ok(false) => {
@@ -438,24 +458,26 @@ async fn drive(
 }
 
 /// One check on the node's own connection: refreshes the heartbeat and
-/// reads every log row after `applied`, in one statement (one snapshot, taken
-/// after the check was sent). `None` when the node's row is gone.
+/// reads every log row after `applied` and the log's end, in one statement
+/// (one snapshot, taken after the check was sent). `None` when the node's row
+/// is gone.
 async fn check(
     conn: &mut Option<PgConnection>,
     options: &PgConnectOptions,
     id: &str,
     applied: u64,
-) -> Result<Option<Vec<Entry>>, sqlx::Error> {
+) -> Result<Option<(u64, Vec<Entry>)>, sqlx::Error> {
     if conn.is_none() {
         *conn = Some(PgConnection::connect_with(options).await?);
     }
     let Some(c) = conn.as_mut() else {
         return Ok(None);
     };
-    type Row = (i64, Option<i64>, Option<String>, Option<i64>);
+    type Row = (i64, i64, Option<i64>, Option<String>, Option<i64>);
     let rows: Vec<Row> = sqlx::query_as(
         "WITH me AS (UPDATE nodes SET heartbeat = now() WHERE id = $1 RETURNING id) \
-         SELECT (SELECT count(*) FROM me), i.seq, i.kind, i.target FROM (SELECT 1) one \
+         SELECT (SELECT count(*) FROM me), (SELECT coalesce(max(seq), 0) FROM invalidations), \
+         i.seq, i.kind, i.target FROM (SELECT 1) one \
          LEFT JOIN LATERAL (SELECT seq, kind, target FROM invalidations WHERE seq > $2 \
          ORDER BY seq LIMIT $3) i ON true",
     )
@@ -464,12 +486,17 @@ async fn check(
     .bind(CHECK_ROWS)
     .fetch_all(&mut *c)
     .await?;
-    if rows.first().is_none_or(|r| r.0 == 0) {
+    let Some(&(present, end, ..)) = rows.first() else {
+        return Ok(None);
+    };
+    if present == 0 {
         return Ok(None);
     }
-    Ok(Some(
+    let end = u64::try_from(end).unwrap_or(0);
+    Ok(Some((
+        end,
         rows.into_iter()
-            .filter_map(|(_, seq, kind, target)| {
+            .filter_map(|(_, _, seq, kind, target)| {
                 let seq = u64::try_from(seq?).ok()?;
                 Some(Entry {
                     seq,
@@ -477,7 +504,7 @@ async fn check(
                 })
             })
             .collect(),
-    ))
+    )))
 }
 
 /// Records the acknowledgement and wakes waiting writers; `false` when the
