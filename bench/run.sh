@@ -546,14 +546,16 @@ bench_pgutil() { # BACKEND ADDR SEED_DIR
 }
 
 # Scenario 3: each request deletes a different key (the key deletes itself).
-bench_delete() { # BACKEND ADDR SEED_DIR
+# NOTE, when given, is added to the scenario's name (PostgreSQL: three nodes).
+bench_delete() { # BACKEND ADDR SEED_DIR [NOTE]
   local backend=$1 url="http://$2/api/api-keys/delete" pairs=$3/delete-pairs.txt total low
+  local name="3. durable delete of distinct keys${4:+, $4}"
   total=$(wc -l <"$pairs")
   low=$((total / 5)) # a fifth for one connection, the rest for 64
   run_wrk "$backend 3. delete" "$THREADS_LOW" "$CONNS_LOW" "$url" bench/delete.lua "$pairs" 1 "$low" "$THREADS_LOW" "$CONNS_LOW"
-  record "$backend" "3. durable delete of distinct keys" "$CONNS_LOW" "$RPS" "deletes/s" "$P50_MS" "$P99_MS" "$(exhausted_note)"
+  record "$backend" "$name" "$CONNS_LOW" "$RPS" "deletes/s" "$P50_MS" "$P99_MS" "$(exhausted_note)"
   run_wrk "$backend 3. delete" "$THREADS_HIGH" "$CONNS_HIGH" "$url" bench/delete.lua "$pairs" $((low + 1)) $((total - low)) "$THREADS_HIGH" "$CONNS_HIGH"
-  record "$backend" "3. durable delete of distinct keys" "$CONNS_HIGH" "$RPS" "deletes/s" "$P50_MS" "$P99_MS" "$(exhausted_note)"
+  record "$backend" "$name" "$CONNS_HIGH" "$RPS" "deletes/s" "$P50_MS" "$P99_MS" "$(exhausted_note)"
 }
 
 exhausted_note() {
@@ -621,7 +623,23 @@ run_backend() { # BACKEND DATABASE_URL DATA_DIR SEED_DIR
     bench_list "$backend" "2. list by a user:password pseudo-key (warm)" "$seed/pseudo-keys.txt" "$addr"
     bench_admin_list "$backend" "$addr" "$LATCHKEY_PID" "$seed"
     bench_pgutil "$backend" "$addr" "$seed"
-    bench_delete "$backend" "$addr" "$seed"
+    if [[ $backend == postgres ]]; then
+      # Durable deletes with two more nodes on the database: each delete's
+      # 200 waits for their acknowledgements (docs/postgres.md).
+      local extra=() n
+      for n in b c; do
+        start_server "latchkey-postgres-node-$n" "$BIN/latchkey" serve --listen 127.0.0.1:0 \
+          --data-dir "$WORK/postgres-data-$n" --database-url "$url"
+        extra+=("$SERVER_PID")
+      done
+      bench_delete "$backend" "$addr" "$seed" "three nodes running, with the acknowledgement wait"
+      for n in "${extra[@]}"; do
+        kill -0 "$n" 2>/dev/null || fail "a second PostgreSQL node died during scenario 3"
+        stop_server "$n"
+      done
+    else
+      bench_delete "$backend" "$addr" "$seed"
+    fi
   fi
   kill -0 "$LATCHKEY_PID" 2>/dev/null || fail "latchkey ($backend) died during the run; see $WORK/latchkey-$backend.log"
   stop_server "$LATCHKEY_PID"
@@ -696,6 +714,9 @@ targets_table() {
   target "7. SQLite, forward auth req/s at $h connections ÷ baseline on that route" "$(ratio_of sqlite 7. "$h" 4 "${BASE_RPS[forward-sqlite$h]:-}")" 0.70 ge
   if [[ -n $PG_ADMIN_URL && $MODE == full ]]; then
     target "7. PostgreSQL, forward auth req/s at $h connections ÷ baseline on that route" "$(ratio_of postgres 7. "$h" 4 "${BASE_RPS[forward-postgres$h]:-}")" 0.70 ge
+    target "1. PostgreSQL ÷ SQLite, log on, req/s at $h connections" "$(ratio_of postgres "1. log on" "$h" 4 "$(lookup sqlite "1. log on" "$h" 4)")" 0.70 ge
+    target "7. PostgreSQL ÷ SQLite, forward auth req/s at $h connections" "$(ratio_of postgres 7. "$h" 4 "$(lookup sqlite 7. "$h" 4)")" 0.70 ge
+    echo "| 3. PostgreSQL, three nodes, durable deletes/s at $l and $h connections (acknowledgement wait) | $(lookup postgres 3. "$l" 4) and $(lookup postgres 3. "$h" 4) | none | reported |"
   fi
   echo "| 8. nginx with auth_request, req/s at $h connections ÷ the same nginx without | $(ratio_of sqlite 8. "$h" 4 "${BASE_RPS[nginx$h]:-}") | none | reported |"
   target "9. SQLite, forward auth with last-use tracking on ÷ off, req/s at $h connections" "$(ratio_of sqlite "9. forward auth as in 7, last-use tracking on" "$h" 4 "${BASE_RPS[trackoff$h]:-}")" 0.95 ge

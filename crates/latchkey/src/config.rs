@@ -121,6 +121,30 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_ACCESS_LOG_MAX_PER_KEY", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub access_log_max_per_key: u32,
+    /// PostgreSQL only: how long a node trusts its cache after confirming it
+    /// is in sync (`T`; e.g. `2s`, `500ms`). A longer lease costs fewer checks
+    /// but bounds the worst-case delete latency at `T` plus a margin.
+    #[arg(long, env = "LATCHKEY_SYNC_LEASE", default_value = "2s", value_parser = parse_lease)]
+    pub sync_lease: std::time::Duration,
+}
+
+/// A sync lease: a number with `ms` or `s` (seconds when no unit), 100 ms to 1 hour.
+fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else {
+        (text.strip_suffix('s').unwrap_or(text), 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 2s or 500ms"))?;
+    let seconds = value * scale;
+    if !(0.1..=3600.0).contains(&seconds) {
+        return Err("the sync lease must be between 100ms and 3600s".into());
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 impl ServeArgs {
@@ -130,6 +154,22 @@ impl ServeArgs {
             custom_key_min_length: usize::from(self.custom_key_min_length),
             max_personal_keys: self.max_personal_keys,
             min_password_length: self.min_password_length,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_lease;
+    use std::time::Duration;
+
+    #[test]
+    fn sync_leases_read_with_or_without_a_unit() {
+        assert_eq!(parse_lease("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_lease("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_lease("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["", "abc", "50ms", "0", "-1s", "2h", "NaN", "inf"] {
+            assert!(parse_lease(bad).is_err(), "{bad}");
         }
     }
 }

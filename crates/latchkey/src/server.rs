@@ -55,14 +55,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     prepare_data_dir(data_dir)?;
     // SQLite is written by this process alone (the lock makes sure of it), so
-    // its reads can be cached coherently; PostgreSQL nodes share the database
-    // and read it on every request.
-    let sqlite_lock = sqlite_process_lock(&url)?;
-    let store = open_store(&url).await?;
-    let store: Arc<dyn Store> = if sqlite_lock.is_some() {
-        Arc::new(CachedStore::new(store))
+    // its reads can be cached coherently; PostgreSQL nodes cache under the
+    // protocol of docs/postgres.md.
+    let _sqlite_lock = sqlite_process_lock(&url)?;
+    let store: Arc<dyn Store> = if postgres {
+        store::open_node(&url, args.sync_lease)
+            .await
+            .context("cannot open the database")?
     } else {
-        store
+        Arc::new(CachedStore::new(open_store(&url).await?))
     };
     let secrets = installation_secrets(store.as_ref(), data_dir, &url).await?;
     create_first_admin(store.as_ref(), data_dir).await?;

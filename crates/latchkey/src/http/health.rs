@@ -33,7 +33,7 @@ pub async fn health_json(State(app): State<AppState>) -> Response {
         database_status_details: problem.clone(),
         license_status: status(true),
         service_status: status(true),
-        service_status_detail: None,
+        service_status_detail: app.store.sync_detail(),
     };
     let code = if problem.is_none() {
         StatusCode::OK

@@ -1,15 +1,17 @@
-//! A read-through cache in front of a store that only this process writes
-//! (the embedded SQLite database), so that verifying a key, listing a user's
-//! keys, looking up a login and reading the permissions snapshot cost no
-//! database round trip.
+//! A read-through cache, so that verifying a key, listing a user's keys,
+//! looking up a login and reading the permissions snapshot cost no database
+//! round trip: in front of the embedded SQLite database, which only this
+//! process writes, and in front of PostgreSQL on each of several nodes.
 //!
-//! Coherence: every write goes through this type, which invalidates after the
-//! inner store has committed and before it returns, so a `200` is only sent
-//! once no entry can serve the old state. A fill races with an invalidation
-//! only through the generation counter: a reader remembers the generation
-//! before reading the database and stores its result only if no invalidation
-//! happened meanwhile. Never use it where another process writes the same
-//! database (PostgreSQL nodes; the server locks the SQLite file).
+//! Coherence: every write of this process goes through this type, which
+//! invalidates after the inner store has committed and before it returns, so
+//! a `200` is only sent once no entry can serve the old state. A fill races
+//! with an invalidation only through the generation counter: a reader
+//! remembers the generation before reading the database and stores its
+//! result only if no invalidation happened meanwhile. Other processes'
+//! writes (PostgreSQL) arrive through [`CachedStore::apply`] from the
+//! node's invalidation log; the cache is read only while the node is in
+//! sync ([`Node::trusted`]), and bypassed otherwise.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -17,6 +19,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use axum::body::Bytes;
 
+use super::coherence::Invalidation;
+use super::nodes::Node;
 use super::{JsonPage, Store, StoreError, StoredAccess, UsageBatch};
 use crate::domain::{
     name_key, AuditContext, AuditQuery, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission,
@@ -80,18 +84,47 @@ impl State {
     }
 }
 
-/// A caching decorator over a [`Store`] that only this process writes.
+/// A caching decorator over a [`Store`].
 pub struct CachedStore {
     inner: Arc<dyn Store>,
     state: RwLock<State>,
+    /// The node whose lease says whether the cache may answer; `None`: this
+    /// process is the database's only writer, the cache always may.
+    node: Option<Arc<Node>>,
 }
 
 impl CachedStore {
-    /// Wraps a store.
+    /// Wraps a store that only this process writes.
     pub fn new(inner: Arc<dyn Store>) -> Self {
         CachedStore {
             inner,
             state: RwLock::new(State::default()),
+            node: None,
+        }
+    }
+
+    /// Wraps the store of one node of several, trusted only while `node` is in sync.
+    pub(crate) fn coherent(inner: Arc<dyn Store>, node: Arc<Node>) -> Self {
+        CachedStore {
+            node: Some(node),
+            ..CachedStore::new(inner)
+        }
+    }
+
+    /// Whether cached entries may answer now.
+    fn trusted(&self) -> bool {
+        self.node.as_ref().is_none_or(|n| n.trusted())
+    }
+
+    /// Drops what another node's committed change made stale.
+    pub(crate) fn apply(&self, what: Invalidation) {
+        match what {
+            Invalidation::Key(id) => self.invalidate(|s| s.forget_key(id)),
+            Invalidation::KeysOf(user) => self.invalidate(|s| {
+                s.lists.remove(&user);
+            }),
+            Invalidation::Security => self.invalidate(|s| s.security = None),
+            Invalidation::All => self.start_over(),
         }
     }
 
@@ -173,6 +206,9 @@ impl Store for CachedStore {
     }
 
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<StoredKey>, StoreError> {
+        if !self.trusted() {
+            return self.inner.key_by_digest(digest).await;
+        }
         let generation = {
             let s = self.read();
             if let Some(k) = s.keys.get(digest) {
@@ -196,12 +232,15 @@ impl Store for CachedStore {
 
     async fn list_keys(&self, owner: Option<UserId>) -> Result<Vec<StoredKey>, StoreError> {
         match owner {
-            None => self.inner.list_keys(None).await,
-            Some(user) => Ok(self.cached_list(user).await?.keys),
+            Some(user) if self.trusted() => Ok(self.cached_list(user).await?.keys),
+            owner => self.inner.list_keys(owner).await,
         }
     }
 
     async fn list_keys_json(&self, owner: UserId) -> Result<Bytes, StoreError> {
+        if !self.trusted() {
+            return self.inner.list_keys_json(owner).await;
+        }
         {
             let s = self.read();
             if let Some(list) = s.lists.get(&owner) {
@@ -277,6 +316,9 @@ impl Store for CachedStore {
     }
 
     async fn user_login(&self, name: &str) -> Result<Option<UserLogin>, StoreError> {
+        if !self.trusted() {
+            return self.inner.user_login(name).await;
+        }
         let name = name_key(name);
         let generation = {
             let s = self.read();
@@ -328,6 +370,9 @@ impl Store for CachedStore {
     }
 
     async fn security(&self) -> Result<Arc<SecurityModel>, StoreError> {
+        if !self.trusted() {
+            return self.inner.security().await;
+        }
         let generation = {
             let s = self.read();
             if let Some(model) = &s.security {
@@ -438,7 +483,14 @@ impl Store for CachedStore {
         self.inner.prune_audit(before, limit).await
     }
 
+    fn sync_detail(&self) -> Option<String> {
+        self.node.as_ref().and_then(|n| n.detail())
+    }
+
     async fn close(&self) {
+        if let Some(node) = &self.node {
+            node.leave().await;
+        }
         self.inner.close().await;
     }
 }

@@ -5,6 +5,8 @@
 //! returns, so a `200` built on it is durable.
 
 mod cache;
+pub mod coherence;
+mod nodes;
 mod postgres;
 mod sqlite;
 
@@ -332,8 +334,23 @@ pub trait Store: Send + Sync + 'static {
     /// (seconds since the epoch); returns how many went.
     async fn prune_audit(&self, before: i64, limit: u32) -> Result<u64, StoreError>;
 
+    /// Why this node's cache is bypassed, when it is (`/health/json`'s
+    /// `serviceStatusDetail`); `None` when in sync or not one of several nodes.
+    fn sync_detail(&self) -> Option<String> {
+        None
+    }
+
     /// Closes the connections cleanly.
     async fn close(&self);
+}
+
+/// Opens a PostgreSQL database as one node of several, with a cache kept
+/// coherent by the protocol of `docs/postgres.md` (sync lease `lease`).
+pub async fn open_node(
+    url: &str,
+    lease: std::time::Duration,
+) -> Result<Arc<dyn Store>, StoreError> {
+    nodes::open(url, lease).await
 }
 
 /// Opens the store a database URL names (`sqlite://…` or `postgres://…`),

@@ -1,10 +1,14 @@
 //! PostgreSQL storage, for several latchkey nodes on one database.
 //!
-//! Nodes share nothing but the database: every verification is a look-up,
-//! every write is committed before the call returns, so a delete on one node
-//! is seen by the next request on any other.
+//! Nodes share nothing but the database. Every write is committed before the
+//! call returns; every write that can narrow access also appends to the
+//! invalidation log in its own transaction (`latchkey_invalidate`, last
+//! before the commit) and, on a node ([`super::nodes`]), waits until the
+//! other nodes acknowledged it, or `T` plus a margin passed, before it
+//! returns: see `docs/postgres.md`.
 
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,14 +16,16 @@ use proget_api::AuditEntry;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgConnection, PgPool, Postgres};
 
+use super::coherence::Invalidation;
 use super::{
-    check_admins, count_admins, encode_groups, groups_with_members, is_administrators,
+    check_admins, coherence, count_admins, encode_groups, groups_with_members, is_administrators,
     is_anonymous, is_unique_violation, join_values, migrate_error, missing_groups, name_key_clash,
-    newest_migration, permission_columns, resolve_groups, set_membership, stale_name_keys,
-    unix_now, AccessRecord, AdminRow, AuditRecord, AuditRow, KeyRow, PermissionRow, Store,
-    StoreError, StoredAccess, UsageBatch, UserRow, ACCESS_COLUMNS, ADMIN_ROWS, KEY_COLUMNS,
-    PERMISSION_COLUMNS, USER_COLUMNS,
+    newest_migration, nodes::Node, permission_columns, resolve_groups, set_membership,
+    stale_name_keys, unix_now, AccessRecord, AdminRow, AuditRecord, AuditRow, KeyRow,
+    PermissionRow, Store, StoreError, StoredAccess, UsageBatch, UserRow, ACCESS_COLUMNS,
+    ADMIN_ROWS, KEY_COLUMNS, PERMISSION_COLUMNS, USER_COLUMNS,
 };
+
 use crate::domain::{
     name_key, AuditContext, AuditQuery, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission,
     PermissionId, SecurityModel, StoredKey, Subject, User, UserChange, UserId, UserLogin,
@@ -42,6 +48,9 @@ const USER_WRITE_LOCK: i64 = 0x6c61_7463_686b_0002;
 /// PostgreSQL storage.
 pub struct PostgresStore {
     pool: PgPool,
+    options: PgConnectOptions,
+    /// This process's node, once it runs one: writes wait for its acknowledgements.
+    node: OnceLock<Arc<Node>>,
 }
 
 impl PostgresStore {
@@ -63,7 +72,7 @@ impl PostgresStore {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(true)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| {
                 anyhow::Error::new(e).context("cannot connect to the PostgreSQL database")
@@ -94,8 +103,61 @@ impl PostgresStore {
         lock_writes(&mut tx).await?;
         add_missing_groups(&mut tx).await?;
         tx.commit().await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            options,
+            node: OnceLock::new(),
+        })
     }
+
+    /// The pool the store uses.
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// How the store connects (the node's own connections start from it).
+    pub(crate) fn options(&self) -> &PgConnectOptions {
+        &self.options
+    }
+
+    /// Makes writes wait for the acknowledgements of the other nodes.
+    pub(crate) fn attach(&self, node: Arc<Node>) {
+        let _ = self.node.set(node);
+    }
+
+    /// After the commit of a change logged at `seq`: waits (rule 4) until the
+    /// other nodes acknowledged it, or `T` plus a margin passed.
+    async fn settle(&self, seq: u64) {
+        let committed = coherence::now();
+        if let Some(node) = self.node.get() {
+            node.settle(seq, committed).await;
+        }
+    }
+}
+
+/// Appends what changed to the invalidation log and notifies the nodes; the
+/// last statement before the commit (it takes a lock held until then).
+/// Returns the entry's sequence number.
+async fn invalidate(
+    conn: &mut PgConnection,
+    what: coherence::Invalidation,
+) -> Result<u64, StoreError> {
+    let (kind, target) = what.columns();
+    invalidate_many(conn, kind, &target.into_iter().collect::<Vec<_>>()).await
+}
+
+/// Like [`invalidate`] for one entry of `kind` per target.
+async fn invalidate_many(
+    conn: &mut PgConnection,
+    kind: &str,
+    targets: &[i64],
+) -> Result<u64, StoreError> {
+    let seq: i64 = sqlx::query_scalar("SELECT latchkey_invalidate($1, $2)")
+        .bind(kind)
+        .bind(targets)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(u64::try_from(seq).unwrap_or(0))
 }
 
 /// Writes a change's audit entry (in the caller's transaction).
@@ -401,6 +463,7 @@ impl Store for PostgresStore {
     }
 
     async fn create_key(&self, audit: &AuditContext, key: NewKey) -> Result<StoredKey, StoreError> {
+        let key_owner = key.user_id;
         let mut tx = self.pool.begin().await?;
         if let (Some(cap), Some(owner)) = (key.personal_cap, key.user_id) {
             // The owner's row lock serialises concurrent creates for one owner.
@@ -446,16 +509,29 @@ impl Store for PostgresStore {
             .await?
             .ok_or_else(|| anyhow::anyhow!("key {id} vanished while being created"))?;
         insert_audit(&mut tx, audit, &AuditRecord::key_created(&stored)).await?;
+        // Other nodes' cached lists of the owner's keys must show it.
+        let seq = match key_owner {
+            Some(owner) => Some(invalidate(&mut tx, Invalidation::KeysOf(owner)).await?),
+            None => None,
+        };
         tx.commit().await?;
+        if let Some(seq) = seq {
+            self.settle(seq).await;
+        }
         Ok(stored)
     }
 
     async fn replace_digest(&self, id: KeyId, digest: &KeyDigest) -> Result<(), StoreError> {
+        // Logged for the other nodes' caches, not waited for: the key stays
+        // valid under both secrets while the rotation lasts.
+        let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE api_keys SET digest = $1 WHERE id = $2")
             .bind(digest.as_bytes().as_slice())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        invalidate(&mut tx, Invalidation::Key(id)).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -472,7 +548,9 @@ impl Store for PostgresStore {
             return Ok(false);
         }
         insert_audit(&mut tx, audit, &AuditRecord::key_deleted(audit, id)).await?;
+        let seq = invalidate(&mut tx, Invalidation::Key(id)).await?;
         tx.commit().await?;
+        self.settle(seq).await;
         Ok(true)
     }
 
@@ -524,7 +602,9 @@ impl Store for PostgresStore {
             .await?
             .ok_or_else(|| anyhow::anyhow!("user vanished while being created"))?;
         insert_audit(&mut tx, audit, &AuditRecord::user_added(&created.user)).await?;
+        let seq = invalidate(&mut tx, Invalidation::Security).await?;
         tx.commit().await?;
+        self.settle(seq).await;
         Ok(created.user)
     }
 
@@ -564,7 +644,10 @@ impl Store for PostgresStore {
         let record =
             AuditRecord::user_edited(&old.user, &updated.user, change.password_hash.is_some());
         insert_audit(&mut tx, audit, &record).await?;
+        // Names, groups and password hashes are copied into cached keys and logins.
+        let seq = invalidate(&mut tx, Invalidation::All).await?;
         tx.commit().await?;
+        self.settle(seq).await;
         Ok(Some(updated.user))
     }
 
@@ -602,7 +685,9 @@ impl Store for PostgresStore {
         }
         let record = AuditRecord::user_deleted(&stored_name, keys);
         insert_audit(&mut tx, audit, &record).await?;
+        let seq = invalidate(&mut tx, Invalidation::All).await?;
         tx.commit().await?;
+        self.settle(seq).await;
         Ok(true)
     }
 
@@ -643,7 +728,9 @@ impl Store for PostgresStore {
             .await?
             .ok_or_else(|| anyhow::anyhow!("user vanished while being created"))?;
         insert_audit(&mut tx, audit, &AuditRecord::user_added(&created.user)).await?;
+        let seq = invalidate(&mut tx, Invalidation::Security).await?;
         tx.commit().await?;
+        self.settle(seq).await;
         Ok(true)
     }
 
@@ -704,7 +791,10 @@ impl Store for PostgresStore {
             &AuditRecord::permission("permission.add", &added),
         )
         .await?;
+        // A deny narrows.
+        let seq = invalidate(&mut tx, Invalidation::Security).await?;
         tx.commit().await?;
+        self.settle(seq).await;
         Ok(added)
     }
 
@@ -728,7 +818,9 @@ impl Store for PostgresStore {
         check_admins(before, admins(&mut tx).await?)?;
         let record = AuditRecord::permission("permission.delete", &old);
         insert_audit(&mut tx, audit, &record).await?;
+        let seq = invalidate(&mut tx, Invalidation::Security).await?;
         tx.commit().await?;
+        self.settle(seq).await;
         Ok(true)
     }
 
@@ -765,7 +857,10 @@ impl Store for PostgresStore {
         set_members(&mut tx, &group.name, &group.members, true).await?;
         let created = fetch_group(&mut tx, &group.name).await?;
         insert_audit(&mut tx, audit, &AuditRecord::group_added(&created)).await?;
+        // Members' groups are copied into cached keys and logins.
+        let seq = invalidate(&mut tx, Invalidation::All).await?;
         tx.commit().await?;
+        self.settle(seq).await;
         Ok(created)
     }
 
@@ -784,7 +879,9 @@ impl Store for PostgresStore {
         check_admins(before, admins(&mut tx).await?)?;
         let edited = fetch_group(&mut tx, &name).await?;
         insert_audit(&mut tx, audit, &AuditRecord::group_edited(&old, &edited)).await?;
+        let seq = invalidate(&mut tx, Invalidation::All).await?;
         tx.commit().await?;
+        self.settle(seq).await;
         Ok(Some(edited))
     }
 
@@ -812,7 +909,9 @@ impl Store for PostgresStore {
         check_admins(before, admins(&mut tx).await?)?;
         let record = AuditRecord::group_deleted(&old, permissions);
         insert_audit(&mut tx, audit, &record).await?;
+        let seq = invalidate(&mut tx, Invalidation::All).await?;
         tx.commit().await?;
+        self.settle(seq).await;
         Ok(true)
     }
 
@@ -839,7 +938,7 @@ impl Store for PostgresStore {
                  FROM unnest($1::int[], $2::bigint[], $3::text[]) AS u(id, at, from_addr) \
                  WHERE k.id = u.id AND (k.last_used IS NULL OR k.last_used < u.at)",
             )
-            .bind(ids)
+            .bind(&ids)
             .bind(ats)
             .bind(froms)
             .execute(&mut *tx)
@@ -847,6 +946,11 @@ impl Store for PostgresStore {
         }
         for e in &batch.entries {
             insert_access(&mut tx, e).await?;
+        }
+        if !batch.uses.is_empty() {
+            // Cached keys and lists carry the last use; not narrowing, not waited for.
+            let ids: Vec<i64> = batch.uses.iter().map(|u| i64::from(u.key)).collect();
+            invalidate_many(&mut tx, Invalidation::Key(0).columns().0, &ids).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -957,7 +1061,10 @@ impl Store for PostgresStore {
             return Ok(false);
         }
         insert_audit(&mut tx, audit, &AuditRecord::setting_replaced(name)).await?;
+        // The installation secret: every cached digest is under the old one.
+        let seq = invalidate(&mut tx, Invalidation::All).await?;
         tx.commit().await?;
+        self.settle(seq).await;
         Ok(true)
     }
 
