@@ -76,6 +76,9 @@ pub struct StoredKey {
     pub user: Option<User>,
     /// When the key was created and last used.
     pub usage: KeyUsage,
+    /// After a rotation with a grace period: until when the previous text
+    /// works (a key found by that text expires then).
+    pub grace_until: Option<OffsetDateTime>,
 }
 
 /// When a key was created and when and from where it was last used
@@ -109,6 +112,10 @@ impl From<StoredKey> for ApiKeyInfo {
             last_used: k.usage.last_used.map(proget_api::Expiration),
             last_used_from: k.usage.last_used_from,
             created: k.usage.created.map(proget_api::Expiration),
+            grace_until: k
+                .grace_until
+                .filter(|t| *t > OffsetDateTime::now_utc())
+                .map(proget_api::Expiration),
         }
     }
 }

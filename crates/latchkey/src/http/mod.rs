@@ -12,6 +12,7 @@ mod groups;
 mod health;
 pub mod limiter;
 mod permissions;
+mod rotate;
 mod tasks;
 mod users;
 mod verify;
@@ -88,6 +89,7 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         .route(paths::API_KEYS_CREATE, post(api_keys::create))
         .route(paths::API_KEYS_LIST, get(api_keys::list))
         .route(paths::API_KEYS_DELETE, post(api_keys::delete))
+        .route(paths::API_KEYS_ROTATE, post(rotate::rotate))
         .route(paths::API_KEYS_LOGS, get(access_logs::logs))
         .route(paths::API_KEYS_VERIFY, post(verify::verify))
         .route(paths::API_KEYS_SELF, get(verify::own_key))

@@ -14,11 +14,11 @@ use sqlx::{Executor, PgConnection, PgPool, Postgres};
 
 use super::{
     check_admins, count_admins, encode_groups, groups_with_members, is_administrators,
-    is_anonymous, is_unique_violation, join_values, migrate_error, missing_groups, name_key_clash,
-    newest_migration, permission_columns, resolve_groups, set_membership, stale_name_keys,
-    unix_now, AccessRecord, AdminRow, AuditRecord, AuditRow, KeyRow, PermissionRow, Store,
-    StoreError, StoredAccess, UsageBatch, UserRow, ACCESS_COLUMNS, ADMIN_ROWS, KEY_COLUMNS,
-    PERMISSION_COLUMNS, USER_COLUMNS,
+    is_anonymous, is_unique_violation, join_values, key_by_digest_sql, migrate_error,
+    missing_groups, name_key_clash, newest_migration, permission_columns, resolve_groups,
+    rotate_sql, set_membership, stale_name_keys, unix_now, AccessRecord, AdminRow, AuditRecord,
+    AuditRow, KeyRow, PermissionRow, Store, StoreError, StoredAccess, UsageBatch, UserRow,
+    ACCESS_COLUMNS, ADMIN_ROWS, KEY_COLUMNS, PERMISSION_COLUMNS, USER_COLUMNS,
 };
 use crate::domain::{
     name_key, AuditContext, AuditQuery, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission,
@@ -39,12 +39,21 @@ const FIRST_USER_LOCK: i64 = 0x6c61_7463_686b_0001;
 /// administrator remain.
 const USER_WRITE_LOCK: i64 = 0x6c61_7463_686b_0002;
 
+/// [`key_by_digest_sql`] with PostgreSQL's parameters, written once.
+static BY_DIGEST: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| key_by_digest_sql(|n| format!("${n}")));
+
 /// PostgreSQL storage.
 pub struct PostgresStore {
     pool: PgPool,
 }
 
 impl PostgresStore {
+    /// Called after a commit that changed key `id`'s texts (a rotation).
+    /// Nodes cache no keys (every request reads the database), so there is
+    /// nothing to tell them yet; a node cache protocol hooks in here.
+    fn key_changed(&self, _id: KeyId) {}
+
     /// Connects to `url` and migrates the database.
     ///
     /// Several nodes may start at once: sqlx's migrator holds a
@@ -358,9 +367,9 @@ impl Store for PostgresStore {
     }
 
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<StoredKey>, StoreError> {
-        let sql = format!("SELECT {KEY_COLUMNS} WHERE k.digest = $1");
-        let row: Option<KeyRow> = sqlx::query_as(&sql)
+        let row: Option<KeyRow> = sqlx::query_as(&BY_DIGEST)
             .bind(digest.as_bytes().as_slice())
+            .bind(unix_now())
             .fetch_optional(&self.pool)
             .await?;
         row.map(StoredKey::try_from).transpose()
@@ -457,6 +466,36 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn rotate_key(
+        &self,
+        audit: &AuditContext,
+        id: KeyId,
+        digest: &KeyDigest,
+        grace_until: Option<time::OffsetDateTime>,
+    ) -> Result<Option<StoredKey>, StoreError> {
+        let grace = grace_until.map(|t| t.unix_timestamp());
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(&rotate_sql(|n| format!("${n}")))
+            .bind(digest.as_bytes().as_slice())
+            .bind(grace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await;
+        match done {
+            Ok(d) if d.rows_affected() == 1 => {}
+            Ok(_) => return Ok(None),
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::DuplicateKey),
+            Err(e) => return Err(e.into()),
+        }
+        let stored = fetch_key(&mut *tx, id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("key {id} vanished while being rotated"))?;
+        insert_audit(&mut tx, audit, &AuditRecord::key_rotated(audit, id, grace)).await?;
+        tx.commit().await?;
+        self.key_changed(id);
+        Ok(Some(stored))
     }
 
     async fn delete_key(&self, audit: &AuditContext, id: KeyId) -> Result<bool, StoreError> {

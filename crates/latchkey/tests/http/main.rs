@@ -14,6 +14,7 @@ mod groups;
 mod health;
 mod hostile;
 mod input;
+mod key_rotation;
 mod keys;
 mod limiter;
 mod limits;
