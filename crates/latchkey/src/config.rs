@@ -121,6 +121,10 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_ACCESS_LOG_MAX_PER_KEY", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub access_log_max_per_key: u32,
+    /// JSON file of the public keys (PEM, by key_identifier) that sign
+    /// leaked-key reports to /api/api-keys/leaked (default: none; the endpoint is 404).
+    #[arg(long, env = "LATCHKEY_LEAK_REPORT_KEYS", value_name = "FILE")]
+    pub leak_report_keys: Option<PathBuf>,
 }
 
 impl ServeArgs {

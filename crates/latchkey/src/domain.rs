@@ -540,6 +540,9 @@ pub struct AuditContext {
     /// Replaces the store's action name, e.g. `admin.reset` for the user
     /// edit `latchkey reset-admin` makes.
     pub action: Option<&'static str>,
+    /// Properties added to the store's details of the change, e.g. the URL
+    /// of a leaked-key report (never secrets).
+    pub details: Option<serde_json::Value>,
 }
 
 impl AuditContext {
@@ -548,6 +551,7 @@ impl AuditContext {
         actor: Actor::System,
         address: None,
         action: None,
+        details: None,
     };
 
     /// A change made by `principal` from `address`.
@@ -560,6 +564,7 @@ impl AuditContext {
             actor,
             address,
             action: None,
+            details: None,
         }
     }
 
@@ -567,6 +572,14 @@ impl AuditContext {
     pub fn with_action(self, action: &'static str) -> Self {
         AuditContext {
             action: Some(action),
+            ..self
+        }
+    }
+
+    /// The same context adding `details` (a JSON object) to the entry's.
+    pub fn with_details(self, details: serde_json::Value) -> Self {
+        AuditContext {
+            details: Some(details),
             ..self
         }
     }

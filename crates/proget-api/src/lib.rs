@@ -22,6 +22,8 @@ pub mod paths {
     pub const API_KEYS_DELETE: &str = "/api/api-keys/delete";
     /// `POST` with `?id=N[&grace=SECONDS]`: a new text for a key.
     pub const API_KEYS_ROTATE: &str = "/api/api-keys/rotate";
+    /// `POST`, signed: a secret-scanning service's report of leaked keys.
+    pub const API_KEYS_LEAKED: &str = "/api/api-keys/leaked";
     /// `GET ?id=N[&before=ENTRY_ID][&limit=N]`: a key's access log, newest first.
     pub const API_KEYS_LOGS: &str = "/api/api-keys/logs";
     /// `POST`: add a user.

@@ -843,13 +843,20 @@ pub(crate) type AuditColumns = (i64, String, &'static str, String, Option<String
 impl AuditRecord {
     /// The row to insert for this change made in `ctx`.
     pub fn columns(&self, ctx: &AuditContext) -> AuditColumns {
+        let mut details = self.details.clone();
+        if let (Some(extra), Some(map)) = (
+            ctx.details.as_ref().and_then(|d| d.as_object()),
+            details.as_object_mut(),
+        ) {
+            map.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         (
             unix_now(),
             ctx.actor.to_string(),
             ctx.action.unwrap_or(self.action),
             self.target.clone(),
             ctx.address.map(|a| a.to_string()),
-            self.details.to_string(),
+            details.to_string(),
         )
     }
 

@@ -16,6 +16,7 @@ mod hostile;
 mod input;
 mod key_rotation;
 mod keys;
+mod leaked;
 mod limiter;
 mod limits;
 mod listing;
