@@ -393,7 +393,10 @@ impl Authenticator {
             return Ok(None);
         };
         let found = self.store.key_by_digest(&previous.key(key)).await?;
-        if let Some(k) = &found {
+        // During a key rotation's grace period the text may be the previous
+        // one: re-keying it would bring it back, so it waits for the grace to end.
+        let in_grace = |k: &StoredKey| k.grace_until.is_some_and(|g| g > OffsetDateTime::now_utc());
+        if let Some(k) = found.as_ref().filter(|k| !in_grace(k)) {
             self.store.replace_digest(k.id, digest).await?;
             tracing::info!(
                 key_id = k.id,

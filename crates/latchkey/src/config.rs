@@ -126,6 +126,10 @@ pub struct ServeArgs {
     /// but bounds the worst-case delete latency at `T` plus a margin.
     #[arg(long, env = "LATCHKEY_SYNC_LEASE", default_value = "2s", value_parser = parse_lease)]
     pub sync_lease: std::time::Duration,
+    /// JSON file of the public keys (PEM, by key_identifier) that sign
+    /// leaked-key reports to /api/api-keys/leaked (default: none; the endpoint is 404).
+    #[arg(long, env = "LATCHKEY_LEAK_REPORT_KEYS", value_name = "FILE")]
+    pub leak_report_keys: Option<PathBuf>,
 }
 
 /// A sync lease: a number with `ms` or `s` (seconds when no unit), 100 ms to 1 hour.

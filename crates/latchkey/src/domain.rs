@@ -76,6 +76,9 @@ pub struct StoredKey {
     pub user: Option<User>,
     /// When the key was created and last used.
     pub usage: KeyUsage,
+    /// After a rotation with a grace period: until when the previous text
+    /// works (a key found by that text expires then).
+    pub grace_until: Option<OffsetDateTime>,
 }
 
 /// When a key was created and when and from where it was last used
@@ -109,6 +112,10 @@ impl From<StoredKey> for ApiKeyInfo {
             last_used: k.usage.last_used.map(proget_api::Expiration),
             last_used_from: k.usage.last_used_from,
             created: k.usage.created.map(proget_api::Expiration),
+            grace_until: k
+                .grace_until
+                .filter(|t| *t > OffsetDateTime::now_utc())
+                .map(proget_api::Expiration),
         }
     }
 }
@@ -533,6 +540,9 @@ pub struct AuditContext {
     /// Replaces the store's action name, e.g. `admin.reset` for the user
     /// edit `latchkey reset-admin` makes.
     pub action: Option<&'static str>,
+    /// Properties added to the store's details of the change, e.g. the URL
+    /// of a leaked-key report (never secrets).
+    pub details: Option<serde_json::Value>,
 }
 
 impl AuditContext {
@@ -541,6 +551,7 @@ impl AuditContext {
         actor: Actor::System,
         address: None,
         action: None,
+        details: None,
     };
 
     /// A change made by `principal` from `address`.
@@ -553,6 +564,7 @@ impl AuditContext {
             actor,
             address,
             action: None,
+            details: None,
         }
     }
 
@@ -560,6 +572,14 @@ impl AuditContext {
     pub fn with_action(self, action: &'static str) -> Self {
         AuditContext {
             action: Some(action),
+            ..self
+        }
+    }
+
+    /// The same context adding `details` (a JSON object) to the entry's.
+    pub fn with_details(self, details: serde_json::Value) -> Self {
+        AuditContext {
+            details: Some(details),
             ..self
         }
     }

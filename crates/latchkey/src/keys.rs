@@ -391,6 +391,7 @@ mod tests {
             logging: Logging::None,
             user: owner,
             usage: Default::default(),
+            grace_until: None,
         }
     }
 

@@ -171,6 +171,7 @@ mod tests {
             logging: Logging::None,
             user: None,
             usage: Default::default(),
+            grace_until: None,
         }
     }
 

@@ -53,6 +53,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              (a node that used <data-dir>/secret: set LATCHKEY_SECRET to that file's contents)"
         );
     }
+    let leak_keys = args
+        .leak_report_keys
+        .as_deref()
+        .map(crate::http::leaked::LeakReportKeys::load)
+        .transpose()?;
     prepare_data_dir(data_dir)?;
     // SQLite is written by this process alone (the lock makes sure of it), so
     // its reads can be cached coherently; PostgreSQL nodes cache under the
@@ -98,6 +103,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 max_per_key: args.access_log_max_per_key,
             },
         ),
+        leak_keys,
     });
     // Installed before the listening line, so that no signal finds the default action.
     let signals = Signals::install()?;

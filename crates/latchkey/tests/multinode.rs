@@ -26,6 +26,17 @@ fn a_key_deleted_on_one_node_is_refused_by_every_node_at_once() {
 
 #[test]
 #[ignore = "needs PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and pass --run-ignored all"]
+fn a_key_rotated_on_one_node_is_refused_by_its_old_text_on_every_node_at_once() {
+    let cluster = Cluster::start(
+        "a_key_rotated_on_one_node_is_refused_by_its_old_text_on_every_node_at_once",
+    );
+    for round in 0..50 {
+        cluster.rotation_round(round);
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and pass --run-ignored all"]
 fn nodes_whose_connections_are_cut_recover_and_never_accept_a_deleted_key() {
     let cluster =
         Cluster::start("nodes_whose_connections_are_cut_recover_and_never_accept_a_deleted_key");
@@ -157,6 +168,42 @@ impl Cluster {
                 node.delete_key(id, &node.admin()).status(),
                 404,
                 "round {round}: key {id} still on {}",
+                node.base
+            );
+        }
+    }
+
+    /// Create on `a`, use on `b` and `c`, rotate on `a` (by the admin or by
+    /// the key itself), then every node refuses the old text and accepts the new.
+    fn rotation_round(&self, round: usize) {
+        let (id, old) = self.a.create_key(full_control());
+        for node in [&self.b, &self.c] {
+            assert_eq!(node.list_keys(&old).status(), 200, "round {round}");
+        }
+        let by = if round % 2 == 1 {
+            old.clone()
+        } else {
+            self.a.admin()
+        };
+        let r = client()
+            .post(self.a.url(&format!("/api/api-keys/rotate?id={id}")))
+            .header("X-ApiKey", by)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "round {round}: rotate on a");
+        let answer: Value = r.json().unwrap();
+        let new = answer["key"].as_str().expect("new text");
+        for node in self.nodes() {
+            assert_eq!(
+                node.list_keys(&old).status(),
+                403,
+                "round {round}: old text accepted by {}",
+                node.base
+            );
+            assert_eq!(
+                node.list_keys(new).status(),
+                200,
+                "round {round}: new text on {}",
                 node.base
             );
         }

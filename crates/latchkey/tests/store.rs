@@ -1900,6 +1900,7 @@ async fn every_successful_write_has_exactly_one_audit_entry_and_a_refused_one_no
         actor: domain::Actor::Key(4242),
         address: Some("127.0.0.9".parse().unwrap()),
         action: None,
+        details: None,
     };
     let count = |ctx: &Ctx| {
         let store = ctx.store.clone();

@@ -1,9 +1,11 @@
-//! `pgutil apikeys create|list|delete`.
+//! `pgutil apikeys create|list|delete|rotate|logs`.
 
 use proget_api::{paths, AccessLogEntry, ApiKeyInfo, ApiKeyType};
 use reqwest::Method;
 
-use crate::cli::{ApiKeysCommand, CommonKeyArgs, CreateCommand, DeleteArgs, ListArgs, LogsArgs};
+use crate::cli::{
+    ApiKeysCommand, CommonKeyArgs, CreateCommand, DeleteArgs, ListArgs, LogsArgs, RotateArgs,
+};
 use crate::client::{resolve, Client};
 use crate::error::Error;
 use crate::listing;
@@ -15,6 +17,7 @@ pub fn run(command: ApiKeysCommand) -> Result<(), Error> {
         ApiKeysCommand::Create(create) => self::create(create),
         ApiKeysCommand::List(args) => list(&args),
         ApiKeysCommand::Delete(args) => delete(&args),
+        ApiKeysCommand::Rotate(args) => rotate(&args),
         ApiKeysCommand::Logs(args) => logs(&args),
     }
 }
@@ -56,6 +59,36 @@ fn delete(args: &DeleteArgs) -> Result<(), Error> {
             }
         })?;
     print("API key deleted.\n")
+}
+
+/// `apikeys rotate --id=N [--grace=S]`: `POST /api/api-keys/rotate`; prints only the new key.
+fn rotate(args: &RotateArgs) -> Result<(), Error> {
+    let client = Client::new(&resolve(&args.server)?)?;
+    let id = args.id.to_string();
+    let grace = args.grace.map(|g| g.to_string());
+    let mut query = vec![("id", id.as_str())];
+    if let Some(g) = &grace {
+        query.push(("grace", g));
+    }
+    let action = format!("rotating API key {id}");
+    let rotated: ApiKeyInfo = client
+        .post_query_json(paths::API_KEYS_ROTATE, &query)
+        .map_err(|e| {
+            if e.status() == Some(404) {
+                Error::Failed(format!(
+                    "error: API key {id} was not found (404){}; see the ids with `pgutil apikeys list`",
+                    e.server_said()
+                ))
+            } else {
+                e.describe(&action)
+            }
+        })?;
+    match rotated.key.filter(|k| !k.is_empty()) {
+        Some(key) => print(&format!("{key}\n")),
+        None => Err(Error::Failed(format!(
+            "error: {action}: the server did not return the new text; rotate the key again"
+        ))),
+    }
 }
 
 /// `apikeys list [--json]`: `GET /api/api-keys/list`.

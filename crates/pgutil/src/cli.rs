@@ -103,6 +103,13 @@ pub enum ApiKeysCommand {
 
 Find the id of a key with `pgutil apikeys list`.")]
     Delete(DeleteArgs),
+    /// Gives an API key a new text (same id and permissions); the new key is the only thing written to stdout.
+    #[command(after_help = "Examples:
+  $ pgutil apikeys rotate --id=1000
+  $ KEY=$(pgutil apikeys rotate --id=1000 --grace=3600)
+
+Without --grace the old text stops working at once; with it, after that many seconds.")]
+    Rotate(RotateArgs),
     /// Shows a key's access log, newest first (keys whose logging is not none).
     #[command(after_help = "Examples:
   $ pgutil apikeys logs --id=1000
@@ -137,6 +144,20 @@ pub struct DeleteArgs {
     /// Id of the API key to delete.
     #[arg(long, value_name = "ID", allow_negative_numbers = true)]
     pub id: i32,
+    /// Server and credential.
+    #[command(flatten)]
+    pub server: ServerOptions,
+}
+
+/// Options of `apikeys rotate`.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Id of the API key to rotate.
+    #[arg(long, value_name = "ID", allow_negative_numbers = true)]
+    pub id: i32,
+    /// Seconds the old text keeps working (0 to 86400; default 0: it stops at once).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub grace: Option<u32>,
     /// Server and credential.
     #[command(flatten)]
     pub server: ServerOptions,

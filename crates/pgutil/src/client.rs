@@ -435,6 +435,16 @@ impl Client {
             .map(drop)
     }
 
+    /// `POST path?query` without a body, answer read as JSON.
+    pub fn post_query_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, ApiError> {
+        let body = self.execute(self.request(Method::POST, path, query)?)?;
+        decode(&body)
+    }
+
     /// A request without body whose answer is ignored (deletes).
     pub fn send(&self, method: Method, path: &str, query: &[(&str, &str)]) -> Result<(), ApiError> {
         self.execute(self.request(method, path, query)?).map(drop)

@@ -807,3 +807,73 @@ fn bare_commands_print_help_listing_their_sub_commands() {
                 .and(predicate::str::contains("pgutil apikeys delete --id=1000")),
         );
 }
+
+#[test]
+fn rotate_prints_only_the_new_key_and_the_old_one_stops_working() {
+    let server = Server::start();
+    let config = Config::new();
+    let old = full_control_key(&config, &server);
+    let list_with = |key: &str| {
+        config
+            .pgutil()
+            .args([
+                "apikeys",
+                "list",
+                &server.source_arg(),
+                &format!("--api-key={key}"),
+            ])
+            .output()
+            .expect("run pgutil")
+    };
+    let output = config
+        .pgutil()
+        .args(["apikeys", "rotate", "--id=1000"])
+        .args(server.admin_args())
+        .output()
+        .expect("run pgutil");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(stderr_of(&output), "");
+    let printed = stdout_of(&output);
+    let new = printed.trim();
+    assert_eq!(printed, format!("{new}\n"), "only the key is printed");
+    assert!(new.starts_with("lk_") && new != old, "{printed:?}");
+    assert!(list_with(new).status.success(), "the new key works");
+    assert!(!list_with(&old).status.success(), "the old key is refused");
+
+    // With a grace period the old text keeps working; the key may rotate itself.
+    let output = config
+        .pgutil()
+        .args(["apikeys", "rotate", "--id=1000", "--grace=600"])
+        .args([&server.source_arg(), &format!("--api-key={new}")])
+        .output()
+        .expect("run pgutil");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let newest = stdout_of(&output).trim().to_owned();
+    assert!(list_with(new).status.success(), "in its grace period");
+    assert!(list_with(&newest).status.success());
+}
+
+#[test]
+fn rotate_of_an_unknown_key_says_not_found_and_a_bad_grace_is_a_usage_error() {
+    let server = Server::start();
+    let config = Config::new();
+    config
+        .pgutil()
+        .args(["apikeys", "rotate", "--id=1000"])
+        .args(server.admin_args())
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(
+            "error: API key 1000 was not found (404), server said: \"API key 1000 was not found\"; \
+             see the ids with `pgutil apikeys list`\n",
+        );
+    config
+        .pgutil()
+        .args(["apikeys", "rotate", "--id=1000", "--grace=86401"])
+        .args(server.admin_args())
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains("--grace"));
+}

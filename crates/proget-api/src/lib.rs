@@ -20,6 +20,10 @@ pub mod paths {
     pub const API_KEYS_LIST: &str = "/api/api-keys/list";
     /// `POST ?id=N`: delete a key.
     pub const API_KEYS_DELETE: &str = "/api/api-keys/delete";
+    /// `POST` with `?id=N[&grace=SECONDS]`: a new text for a key.
+    pub const API_KEYS_ROTATE: &str = "/api/api-keys/rotate";
+    /// `POST`, signed: a secret-scanning service's report of leaked keys.
+    pub const API_KEYS_LEAKED: &str = "/api/api-keys/leaked";
     /// `GET ?id=N[&before=ENTRY_ID][&limit=N]`: a key's access log, newest first.
     pub const API_KEYS_LOGS: &str = "/api/api-keys/logs";
     /// `POST`: add a user.
@@ -111,6 +115,14 @@ pub struct ApiKeyInfo {
         deserialize_with = "lenient"
     )]
     pub created: Option<Expiration>,
+    /// After a rotation with a grace period: until when the previous key text
+    /// still works. Ignored on create; read leniently.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient"
+    )]
+    pub grace_until: Option<Expiration>,
 }
 
 /// Reads an informational property that older or other servers may send

@@ -10,8 +10,10 @@ mod error;
 mod forward;
 mod groups;
 mod health;
+pub mod leaked;
 pub mod limiter;
 mod permissions;
+mod rotate;
 mod tasks;
 mod users;
 mod verify;
@@ -68,6 +70,8 @@ pub struct App {
     pub trusted_proxies: client::TrustedProxies,
     /// Records last use and access logs.
     pub usage: Arc<crate::usage::Usage>,
+    /// Keys that sign leaked-key reports; `None`: the endpoint is `404`.
+    pub leak_keys: Option<leaked::LeakReportKeys>,
 }
 
 /// Shared state of the router.
@@ -88,6 +92,8 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         .route(paths::API_KEYS_CREATE, post(api_keys::create))
         .route(paths::API_KEYS_LIST, get(api_keys::list))
         .route(paths::API_KEYS_DELETE, post(api_keys::delete))
+        .route(paths::API_KEYS_ROTATE, post(rotate::rotate))
+        .route(paths::API_KEYS_LEAKED, post(leaked::leaked))
         .route(paths::API_KEYS_LOGS, get(access_logs::logs))
         .route(paths::API_KEYS_VERIFY, post(verify::verify))
         .route(paths::API_KEYS_SELF, get(verify::own_key))

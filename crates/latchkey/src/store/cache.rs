@@ -51,17 +51,19 @@ struct CachedList {
     json: Bytes,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct Placement {
-    digest: Option<KeyDigest>,
+    /// The digests the key is cached under: its text and, during a
+    /// rotation's grace period, its previous text.
+    digests: Vec<KeyDigest>,
     list_owner: Option<UserId>,
 }
 
 impl State {
     fn forget_key(&mut self, id: KeyId) {
         if let Some(p) = self.placed.remove(&id) {
-            if let Some(d) = p.digest {
-                self.keys.remove(&d);
+            for d in &p.digests {
+                self.keys.remove(d);
             }
             if let Some(owner) = p.list_owner {
                 self.lists.remove(&owner);
@@ -220,7 +222,10 @@ impl Store for CachedStore {
         if let Some(k) = &found {
             self.fill(generation, |s| {
                 s.keys.insert(*digest, k.clone());
-                s.placed.entry(k.id).or_default().digest = Some(*digest);
+                let digests = &mut s.placed.entry(k.id).or_default().digests;
+                if !digests.contains(digest) {
+                    digests.push(*digest);
+                }
             });
         }
         Ok(found)
@@ -307,6 +312,18 @@ impl Store for CachedStore {
         let done = self.inner.replace_digest(id, digest).await;
         self.invalidate(|s| s.forget_key(id));
         done
+    }
+
+    async fn rotate_key(
+        &self,
+        audit: &AuditContext,
+        id: KeyId,
+        digest: &KeyDigest,
+        grace_until: Option<time::OffsetDateTime>,
+    ) -> Result<Option<StoredKey>, StoreError> {
+        let rotated = self.inner.rotate_key(audit, id, digest, grace_until).await;
+        self.invalidate(|s| s.forget_key(id));
+        rotated
     }
 
     async fn delete_key(&self, audit: &AuditContext, id: KeyId) -> Result<bool, StoreError> {

@@ -210,6 +210,16 @@ pub trait Store: Send + Sync + 'static {
     async fn create_key(&self, audit: &AuditContext, key: NewKey) -> Result<StoredKey, StoreError>;
     /// Stores a key's digest under the current installation secret (after a rotation).
     async fn replace_digest(&self, id: KeyId, digest: &KeyDigest) -> Result<(), StoreError>;
+    /// Gives key `id` the new `digest` (audit `apikey.rotate`); its previous
+    /// text stops working when the write returns or, with `grace_until`, then.
+    /// `None` when no key has this id.
+    async fn rotate_key(
+        &self,
+        audit: &AuditContext,
+        id: KeyId,
+        digest: &KeyDigest,
+        grace_until: Option<OffsetDateTime>,
+    ) -> Result<Option<StoredKey>, StoreError>;
     /// Deletes a key durably; `false` when no key had this id.
     async fn delete_key(&self, audit: &AuditContext, id: KeyId) -> Result<bool, StoreError>;
 
@@ -413,10 +423,40 @@ pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError, supported: i64) -> S
 /// The columns every key query selects, joined with the owner (`k` keys, `u` users).
 pub(crate) const KEY_COLUMNS: &str = "k.id, k.key_type, k.display_name, k.description, \
      k.system_apis, k.package_permissions, k.feed, k.feed_group, k.expiration, k.logging, \
-     k.created_at, k.last_used, k.last_used_from, \
+     k.created_at, k.last_used, k.last_used_from, k.grace_until, \
      u.id AS user_id, u.name AS user_name, u.display_name AS user_display_name, \
      u.email AS user_email, u.groups AS user_groups \
      FROM api_keys k LEFT JOIN users u ON u.id = k.user_id";
+
+/// The look-up by digest (the hot path), `p` writing the n-th parameter
+/// (`?n` or `$n`; binds the digest, then the time now): one query through
+/// the unique indexes of the current and the previous text, which tells
+/// whether the row was found by the previous one.
+pub(crate) fn key_by_digest_sql(p: fn(usize) -> String) -> String {
+    let columns = KEY_COLUMNS.replacen(
+        "k.id,",
+        &format!("k.digest <> {} AS by_old_text, k.id,", p(1)),
+        1,
+    );
+    format!(
+        "SELECT {columns} WHERE k.digest = {d} OR (k.old_digest = {d} AND k.grace_until > {now})",
+        d = p(1),
+        now = p(2)
+    )
+}
+
+/// A rotation, `p` writing the n-th parameter (binds the new digest, the
+/// grace period's end or NULL, the id): the previous digest is kept only
+/// with a grace period.
+pub(crate) fn rotate_sql(p: fn(usize) -> String) -> String {
+    format!(
+        "UPDATE api_keys SET old_digest = CASE WHEN {g} IS NULL THEN NULL ELSE digest END, \
+         grace_until = {g}, digest = {d} WHERE id = {id}",
+        d = p(1),
+        g = p(2),
+        id = p(3)
+    )
+}
 
 /// The columns every user query selects.
 pub(crate) const USER_COLUMNS: &str =
@@ -438,6 +478,11 @@ pub(crate) struct KeyRow {
     created_at: i64,
     last_used: Option<i64>,
     last_used_from: Option<String>,
+    grace_until: Option<i64>,
+    /// Only in [`Store::key_by_digest`]'s query: the key was found by its
+    /// previous text (during a rotation's grace period).
+    #[sqlx(default)]
+    by_old_text: bool,
     user_id: Option<i64>,
     user_name: Option<String>,
     user_display_name: Option<String>,
@@ -461,6 +506,17 @@ impl TryFrom<KeyRow> for StoredKey {
             }),
             _ => None,
         };
+        let time =
+            |t: i64, what: &str| OffsetDateTime::from_unix_timestamp(t).map_err(|_| corrupt(what));
+        let grace_until = r.grace_until.map(|t| time(t, "grace_until")).transpose()?;
+        let mut expiration = r.expiration.map(|t| time(t, "expiration")).transpose()?;
+        if r.by_old_text {
+            // The previous text works until the grace period ends.
+            expiration = match (expiration, grace_until) {
+                (Some(e), Some(g)) => Some(e.min(g)),
+                (e, g) => g.or(e),
+            };
+        }
         Ok(StoredKey {
             id: r.id,
             key_type: r.key_type.parse().map_err(|_| corrupt("key_type"))?,
@@ -470,11 +526,7 @@ impl TryFrom<KeyRow> for StoredKey {
             package_permissions: split_values(&r.package_permissions)?,
             feed: r.feed,
             feed_group: r.feed_group,
-            expiration: r
-                .expiration
-                .map(OffsetDateTime::from_unix_timestamp)
-                .transpose()
-                .map_err(|_| corrupt("expiration"))?,
+            expiration,
             logging: r.logging.parse().map_err(|_| corrupt("logging"))?,
             user,
             usage: KeyUsage {
@@ -484,6 +536,7 @@ impl TryFrom<KeyRow> for StoredKey {
                     .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
                 last_used_from: r.last_used_from,
             },
+            grace_until,
         })
     }
 }
@@ -807,13 +860,20 @@ pub(crate) type AuditColumns = (i64, String, &'static str, String, Option<String
 impl AuditRecord {
     /// The row to insert for this change made in `ctx`.
     pub fn columns(&self, ctx: &AuditContext) -> AuditColumns {
+        let mut details = self.details.clone();
+        if let (Some(extra), Some(map)) = (
+            ctx.details.as_ref().and_then(|d| d.as_object()),
+            details.as_object_mut(),
+        ) {
+            map.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         (
             unix_now(),
             ctx.actor.to_string(),
             ctx.action.unwrap_or(self.action),
             self.target.clone(),
             ctx.address.map(|a| a.to_string()),
-            self.details.to_string(),
+            details.to_string(),
         )
     }
 
@@ -839,6 +899,22 @@ impl AuditRecord {
         };
         AuditRecord {
             action: "apikey.delete",
+            target: format!("key {id}"),
+            details,
+        }
+    }
+
+    /// `apikey.rotate`: whether the key rotated itself, and the grace period's end.
+    pub fn key_rotated(ctx: &AuditContext, id: KeyId, grace_until: Option<i64>) -> Self {
+        let mut details = serde_json::json!({});
+        if ctx.actor == Actor::Key(id) {
+            details["selfRotation"] = true.into();
+        }
+        if let Some(t) = grace_until {
+            details["graceUntil"] = t.into();
+        }
+        AuditRecord {
+            action: "apikey.rotate",
             target: format!("key {id}"),
             details,
         }

@@ -19,11 +19,11 @@ use sqlx::{Executor, PgConnection, PgPool, Postgres};
 use super::coherence::Invalidation;
 use super::{
     check_admins, coherence, count_admins, encode_groups, groups_with_members, is_administrators,
-    is_anonymous, is_unique_violation, join_values, migrate_error, missing_groups, name_key_clash,
-    newest_migration, nodes::Node, permission_columns, resolve_groups, set_membership,
-    stale_name_keys, unix_now, AccessRecord, AdminRow, AuditRecord, AuditRow, KeyRow,
-    PermissionRow, Store, StoreError, StoredAccess, UsageBatch, UserRow, ACCESS_COLUMNS,
-    ADMIN_ROWS, KEY_COLUMNS, PERMISSION_COLUMNS, USER_COLUMNS,
+    is_anonymous, is_unique_violation, join_values, key_by_digest_sql, migrate_error,
+    missing_groups, name_key_clash, newest_migration, nodes::Node, permission_columns,
+    resolve_groups, rotate_sql, set_membership, stale_name_keys, unix_now, AccessRecord, AdminRow,
+    AuditRecord, AuditRow, KeyRow, PermissionRow, Store, StoreError, StoredAccess, UsageBatch,
+    UserRow, ACCESS_COLUMNS, ADMIN_ROWS, KEY_COLUMNS, PERMISSION_COLUMNS, USER_COLUMNS,
 };
 
 use crate::domain::{
@@ -44,6 +44,10 @@ const FIRST_USER_LOCK: i64 = 0x6c61_7463_686b_0001;
 /// nodes, so that two concurrent demotions cannot both see the other
 /// administrator remain.
 const USER_WRITE_LOCK: i64 = 0x6c61_7463_686b_0002;
+
+/// [`key_by_digest_sql`] with PostgreSQL's parameters, written once.
+static BY_DIGEST: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| key_by_digest_sql(|n| format!("${n}")));
 
 /// PostgreSQL storage.
 pub struct PostgresStore {
@@ -420,9 +424,9 @@ impl Store for PostgresStore {
     }
 
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<StoredKey>, StoreError> {
-        let sql = format!("SELECT {KEY_COLUMNS} WHERE k.digest = $1");
-        let row: Option<KeyRow> = sqlx::query_as(&sql)
+        let row: Option<KeyRow> = sqlx::query_as(&BY_DIGEST)
             .bind(digest.as_bytes().as_slice())
+            .bind(unix_now())
             .fetch_optional(&self.pool)
             .await?;
         row.map(StoredKey::try_from).transpose()
@@ -533,6 +537,38 @@ impl Store for PostgresStore {
         invalidate(&mut tx, Invalidation::Key(id)).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn rotate_key(
+        &self,
+        audit: &AuditContext,
+        id: KeyId,
+        digest: &KeyDigest,
+        grace_until: Option<time::OffsetDateTime>,
+    ) -> Result<Option<StoredKey>, StoreError> {
+        let grace = grace_until.map(|t| t.unix_timestamp());
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(&rotate_sql(|n| format!("${n}")))
+            .bind(digest.as_bytes().as_slice())
+            .bind(grace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await;
+        match done {
+            Ok(d) if d.rows_affected() == 1 => {}
+            Ok(_) => return Ok(None),
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::DuplicateKey),
+            Err(e) => return Err(e.into()),
+        }
+        let stored = fetch_key(&mut *tx, id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("key {id} vanished while being rotated"))?;
+        insert_audit(&mut tx, audit, &AuditRecord::key_rotated(audit, id, grace)).await?;
+        // The old text narrows away: every node must drop it before the 200.
+        let seq = invalidate(&mut tx, Invalidation::Key(id)).await?;
+        tx.commit().await?;
+        self.settle(seq).await;
+        Ok(Some(stored))
     }
 
     async fn delete_key(&self, audit: &AuditContext, id: KeyId) -> Result<bool, StoreError> {

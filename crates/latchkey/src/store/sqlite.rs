@@ -12,11 +12,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     check_admins, count_admins, encode_groups, groups_with_members, is_administrators,
-    is_anonymous, is_unique_violation, join_values, migrate_error, missing_groups, name_key_clash,
-    newest_migration, permission_columns, resolve_groups, set_membership, stale_name_keys,
-    unix_now, AccessRecord, AdminRow, AuditRecord, AuditRow, JsonPage, KeyRow, PermissionRow,
-    Store, StoreError, StoredAccess, UsageBatch, UserRow, ACCESS_COLUMNS, ADMIN_ROWS, KEY_COLUMNS,
-    PERMISSION_COLUMNS, USER_COLUMNS,
+    is_anonymous, is_unique_violation, join_values, key_by_digest_sql, migrate_error,
+    missing_groups, name_key_clash, newest_migration, permission_columns, resolve_groups,
+    rotate_sql, set_membership, stale_name_keys, unix_now, AccessRecord, AdminRow, AuditRecord,
+    AuditRow, JsonPage, KeyRow, PermissionRow, Store, StoreError, StoredAccess, UsageBatch,
+    UserRow, ACCESS_COLUMNS, ADMIN_ROWS, KEY_COLUMNS, PERMISSION_COLUMNS, USER_COLUMNS,
 };
 use crate::domain::{
     name_key, AuditContext, AuditQuery, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission,
@@ -52,10 +52,16 @@ SELECT group_concat(j, ',' ORDER BY id), max(id), count(*) FROM (
         ',"lastUsed":"' || strftime('%Y-%m-%dT%H:%M:%SZ', k.last_used, 'unixepoch') || '"')
     || iif(k.last_used_from IS NULL, '', ',"lastUsedFrom":' || json_quote(k.last_used_from))
     || ',"created":"' || strftime('%Y-%m-%dT%H:%M:%SZ', k.created_at, 'unixepoch') || '"'
+    || iif(k.grace_until IS NULL OR k.grace_until <= unixepoch(), '',
+        ',"graceUntil":"' || strftime('%Y-%m-%dT%H:%M:%SZ', k.grace_until, 'unixepoch') || '"')
     || '}' AS j
   FROM api_keys k LEFT JOIN users u ON u.id = k.user_id
   WHERE k.id > ? ORDER BY k.id LIMIT ?)
 "#;
+
+/// [`key_by_digest_sql`] with SQLite's parameters, written once.
+static BY_DIGEST: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| key_by_digest_sql(|n| format!("?{n}")));
 
 /// SQLite storage.
 pub struct SqliteStore {
@@ -421,9 +427,10 @@ impl Store for SqliteStore {
     }
 
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<StoredKey>, StoreError> {
-        let sql = format!("SELECT {KEY_COLUMNS} WHERE k.digest = ?");
-        let row: Option<KeyRow> = sqlx::query_as(&sql)
+        // One look-up through the two unique indexes (current and previous text).
+        let row: Option<KeyRow> = sqlx::query_as(&BY_DIGEST)
             .bind(digest.as_bytes().as_slice())
+            .bind(unix_now())
             .fetch_optional(&self.readers)
             .await?;
         row.map(StoredKey::try_from).transpose()
@@ -532,6 +539,35 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    async fn rotate_key(
+        &self,
+        audit: &AuditContext,
+        id: KeyId,
+        digest: &KeyDigest,
+        grace_until: Option<time::OffsetDateTime>,
+    ) -> Result<Option<StoredKey>, StoreError> {
+        let grace = grace_until.map(|t| t.unix_timestamp());
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(&rotate_sql(|n| format!("?{n}")))
+            .bind(digest.as_bytes().as_slice())
+            .bind(grace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await;
+        match done {
+            Ok(d) if d.rows_affected() == 1 => {}
+            Ok(_) => return Ok(None),
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::DuplicateKey),
+            Err(e) => return Err(e.into()),
+        }
+        let stored = fetch_key(&mut *tx, id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("key {id} vanished while being rotated"))?;
+        insert_audit(&mut tx, audit, &AuditRecord::key_rotated(audit, id, grace)).await?;
+        tx.commit().await?;
+        Ok(Some(stored))
     }
 
     async fn delete_key(&self, audit: &AuditContext, id: KeyId) -> Result<bool, StoreError> {
