@@ -97,6 +97,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 max_per_key: args.access_log_max_per_key,
             },
         ),
+        console: crate::console::Settings::from_args(&args),
     });
     // Installed before the listening line, so that no signal finds the default action.
     let signals = Signals::install()?;
