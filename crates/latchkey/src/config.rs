@@ -150,7 +150,9 @@ impl ServeArgs {
 fn parse_duration_seconds(text: &str) -> Result<i64, String> {
     let bad = || format!("\"{text}\" is not a duration such as 90s, 30m, 12h or 7d");
     let unit = text.chars().last().ok_or_else(bad)?;
-    let n: i64 = text[..text.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    let n: i64 = text[..text.len() - unit.len_utf8()]
+        .parse()
+        .map_err(|_| bad())?;
     let factor = match unit {
         's' => 1,
         'm' => 60,

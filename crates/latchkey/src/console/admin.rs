@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 
 use super::templates::admin::{self as pages, urlencode, Draft};
 use super::{call, caller, decode, error_page, html, query, see_other, Console, Form};
-use crate::http::{audit as audit_api, groups as groups_api, permissions as perms_api, tasks, users as users_api};
+use crate::http::{
+    audit as audit_api, groups as groups_api, permissions as perms_api, tasks, users as users_api,
+};
 use crate::http::{AppError, AppState};
 
 /// Reads one parameter of a page's query string.
@@ -66,7 +68,15 @@ const USER_FIELDS: &[&str] = &["name", "displayName", "email", "groups", "passwo
 
 /// `GET /console/users[?q=…]`.
 pub async fn users(State(app): State<AppState>, c: Console, RawQuery(q): RawQuery) -> Response {
-    users_page(&app, &c, param(&q, "q"), Draft::default(), param(&q, "done"), StatusCode::OK).await
+    users_page(
+        &app,
+        &c,
+        param(&q, "q"),
+        Draft::default(),
+        param(&q, "done"),
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn users_page(
@@ -78,8 +88,22 @@ async fn users_page(
     status: StatusCode,
 ) -> Response {
     let q = search.as_deref().map(|s| query("search-term", s));
-    match fetch::<Vec<UserInfo>>(users_api::list(State(app.clone()), caller(c, q, Vec::new()))).await {
-        Ok(list) => html(status, pages::users(c, &list, search.as_deref().unwrap_or(""), &d, done.as_deref())),
+    match fetch::<Vec<UserInfo>>(users_api::list(
+        State(app.clone()),
+        caller(c, q, Vec::new()),
+    ))
+    .await
+    {
+        Ok(list) => html(
+            status,
+            pages::users(
+                c,
+                &list,
+                search.as_deref().unwrap_or(""),
+                &d,
+                done.as_deref(),
+            ),
+        ),
         Err(e) => error_page(Some(c), e),
     }
 }
@@ -97,10 +121,23 @@ pub async fn add_user(State(app): State<AppState>, c: Console, body: Bytes) -> R
         "groups": list_field(&form, "groups"),
         "password": form.0.iter().find(|(k, _)| k == "password").map(|(_, v)| v.clone()),
     });
-    match call(users_api::add(State(app.clone()), caller(&c, None, edit.to_string().into_bytes()))).await {
+    match call(users_api::add(
+        State(app.clone()),
+        caller(&c, None, edit.to_string().into_bytes()),
+    ))
+    .await
+    {
         Ok(_) => see_other(&format!("/console/users?{}", query("done", "User added."))),
         Err(AppError::BadRequest(m)) => {
-            users_page(&app, &c, None, refused(&form, m, USER_FIELDS), None, StatusCode::BAD_REQUEST).await
+            users_page(
+                &app,
+                &c,
+                None,
+                refused(&form, m, USER_FIELDS),
+                None,
+                StatusCode::BAD_REQUEST,
+            )
+            .await
         }
         Err(e) => error_page(Some(&c), e),
     }
@@ -118,15 +155,28 @@ async fn find_user(app: &AppState, c: &Console, name: &str) -> Result<UserInfo, 
 }
 
 /// `GET /console/users/{name}`.
-pub async fn user_page(State(app): State<AppState>, c: Console, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
+pub async fn user_page(
+    State(app): State<AppState>,
+    c: Console,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
     match find_user(&app, &c, &name).await {
-        Ok(u) => html(StatusCode::OK, pages::user(&c, &u, &Draft::default(), param(&q, "done").as_deref())),
+        Ok(u) => html(
+            StatusCode::OK,
+            pages::user(&c, &u, &Draft::default(), param(&q, "done").as_deref()),
+        ),
         Err(e) => error_page(Some(&c), e),
     }
 }
 
 /// `POST /console/users/{name}`: users/edit.
-pub async fn edit_user(State(app): State<AppState>, c: Console, Path(name): Path<String>, body: Bytes) -> Response {
+pub async fn edit_user(
+    State(app): State<AppState>,
+    c: Console,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
     let form = Form::parse(&body);
     if let Err(r) = c.check_csrf(&form) {
         return r;
@@ -137,14 +187,26 @@ pub async fn edit_user(State(app): State<AppState>, c: Console, Path(name): Path
         "email": form.get("email").unwrap_or_default(),
         "groups": list_field(&form, "groups"),
     });
-    if let Some(p) = form.0.iter().find(|(k, v)| k == "password" && !v.is_empty()) {
+    if let Some(p) = form
+        .0
+        .iter()
+        .find(|(k, v)| k == "password" && !v.is_empty())
+    {
         edit["password"] = Value::from(p.1.clone());
     }
     let back = format!("/console/users/{}", urlencode(&name));
-    match call(users_api::edit(State(app.clone()), caller(&c, None, edit.to_string().into_bytes()))).await {
+    match call(users_api::edit(
+        State(app.clone()),
+        caller(&c, None, edit.to_string().into_bytes()),
+    ))
+    .await
+    {
         Ok(_) => see_other(&format!("{back}?{}", query("done", "Saved."))),
         Err(AppError::BadRequest(m)) => match find_user(&app, &c, &name).await {
-            Ok(u) => html(StatusCode::BAD_REQUEST, pages::user(&c, &u, &refused(&form, m, USER_FIELDS), None)),
+            Ok(u) => html(
+                StatusCode::BAD_REQUEST,
+                pages::user(&c, &u, &refused(&form, m, USER_FIELDS), None),
+            ),
             Err(e) => error_page(Some(&c), e),
         },
         Err(e) => error_page(Some(&c), e),
@@ -152,27 +214,61 @@ pub async fn edit_user(State(app): State<AppState>, c: Console, Path(name): Path
 }
 
 /// `POST /console/users/{name}/delete`: users/delete (with the confirmation box ticked).
-pub async fn delete_user(State(app): State<AppState>, c: Console, Path(name): Path<String>, body: Bytes) -> Response {
+pub async fn delete_user(
+    State(app): State<AppState>,
+    c: Console,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
     let form = Form::parse(&body);
     if let Err(r) = c.check_csrf(&form) {
         return r;
     }
     if form.get("confirm").as_deref() != Some("yes") {
-        return error_page(Some(&c), AppError::BadRequest("tick the confirmation box to delete the user".into()));
+        return error_page(
+            Some(&c),
+            AppError::BadRequest("tick the confirmation box to delete the user".into()),
+        );
     }
-    match call(users_api::delete(State(app), caller(&c, Some(query("user", &name)), Vec::new()))).await {
-        Ok(_) => see_other(&format!("/console/users?{}", query("done", &format!("User {name} deleted.")))),
+    match call(users_api::delete(
+        State(app),
+        caller(&c, Some(query("user", &name)), Vec::new()),
+    ))
+    .await
+    {
+        Ok(_) => see_other(&format!(
+            "/console/users?{}",
+            query("done", &format!("User {name} deleted."))
+        )),
         Err(e) => error_page(Some(&c), e),
     }
 }
 
 /// `GET /console/groups`.
 pub async fn groups(State(app): State<AppState>, c: Console, RawQuery(q): RawQuery) -> Response {
-    groups_page(&app, &c, Draft::default(), param(&q, "done"), StatusCode::OK).await
+    groups_page(
+        &app,
+        &c,
+        Draft::default(),
+        param(&q, "done"),
+        StatusCode::OK,
+    )
+    .await
 }
 
-async fn groups_page(app: &AppState, c: &Console, d: Draft, done: Option<String>, status: StatusCode) -> Response {
-    match fetch::<Vec<GroupInfo>>(groups_api::list(State(app.clone()), caller(c, None, Vec::new()))).await {
+async fn groups_page(
+    app: &AppState,
+    c: &Console,
+    d: Draft,
+    done: Option<String>,
+    status: StatusCode,
+) -> Response {
+    match fetch::<Vec<GroupInfo>>(groups_api::list(
+        State(app.clone()),
+        caller(c, None, Vec::new()),
+    ))
+    .await
+    {
         Ok(list) => html(status, pages::groups(c, &list, &d, done.as_deref())),
         Err(e) => error_page(Some(c), e),
     }
@@ -189,7 +285,14 @@ async fn group_write(
     match result {
         Ok(_) => see_other(&format!("/console/groups?{}", query("done", done))),
         Err(AppError::BadRequest(m)) => {
-            groups_page(app, c, refused(form, m, &["name", "members"]), None, StatusCode::BAD_REQUEST).await
+            groups_page(
+                app,
+                c,
+                refused(form, m, &["name", "members"]),
+                None,
+                StatusCode::BAD_REQUEST,
+            )
+            .await
         }
         Err(e) => error_page(Some(c), e),
     }
@@ -202,41 +305,87 @@ pub async fn add_group(State(app): State<AppState>, c: Console, body: Bytes) -> 
         return r;
     }
     let info = json!({ "name": form.get("name").unwrap_or_default(), "members": list_field(&form, "members") });
-    let result = call(groups_api::add(State(app.clone()), caller(&c, None, info.to_string().into_bytes()))).await;
+    let result = call(groups_api::add(
+        State(app.clone()),
+        caller(&c, None, info.to_string().into_bytes()),
+    ))
+    .await;
     group_write(&app, &c, &form, result, "Group added.").await
 }
 
 /// `POST /console/groups/{name}`: groups/edit (the members).
-pub async fn edit_group(State(app): State<AppState>, c: Console, Path(name): Path<String>, body: Bytes) -> Response {
+pub async fn edit_group(
+    State(app): State<AppState>,
+    c: Console,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
     let form = Form::parse(&body);
     if let Err(r) = c.check_csrf(&form) {
         return r;
     }
     let info = json!({ "name": name, "members": list_field(&form, "members") });
-    let result = call(groups_api::edit(State(app.clone()), caller(&c, None, info.to_string().into_bytes()))).await;
+    let result = call(groups_api::edit(
+        State(app.clone()),
+        caller(&c, None, info.to_string().into_bytes()),
+    ))
+    .await;
     group_write(&app, &c, &form, result, &format!("Group {name} saved.")).await
 }
 
 /// `POST /console/groups/{name}/delete`: groups/delete.
-pub async fn delete_group(State(app): State<AppState>, c: Console, Path(name): Path<String>, body: Bytes) -> Response {
+pub async fn delete_group(
+    State(app): State<AppState>,
+    c: Console,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
     let form = Form::parse(&body);
     if let Err(r) = c.check_csrf(&form) {
         return r;
     }
-    let result = call(groups_api::delete(State(app.clone()), caller(&c, Some(query("group", &name)), Vec::new()))).await;
+    let result = call(groups_api::delete(
+        State(app.clone()),
+        caller(&c, Some(query("group", &name)), Vec::new()),
+    ))
+    .await;
     group_write(&app, &c, &form, result, &format!("Group {name} deleted.")).await
 }
 
 /// `GET /console/permissions`.
-pub async fn permissions(State(app): State<AppState>, c: Console, RawQuery(q): RawQuery) -> Response {
-    permissions_page(&app, &c, Draft::default(), param(&q, "done"), StatusCode::OK).await
+pub async fn permissions(
+    State(app): State<AppState>,
+    c: Console,
+    RawQuery(q): RawQuery,
+) -> Response {
+    permissions_page(
+        &app,
+        &c,
+        Draft::default(),
+        param(&q, "done"),
+        StatusCode::OK,
+    )
+    .await
 }
 
-async fn permissions_page(app: &AppState, c: &Console, d: Draft, done: Option<String>, status: StatusCode) -> Response {
-    let list = fetch::<Vec<PermissionInfo>>(perms_api::list(State(app.clone()), caller(c, None, Vec::new()))).await;
+async fn permissions_page(
+    app: &AppState,
+    c: &Console,
+    d: Draft,
+    done: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let list = fetch::<Vec<PermissionInfo>>(perms_api::list(
+        State(app.clone()),
+        caller(c, None, Vec::new()),
+    ))
+    .await;
     let tasks = fetch::<Vec<TaskInfo>>(tasks::list(caller(c, None, Vec::new()))).await;
     match (list, tasks) {
-        (Ok(list), Ok(tasks)) => html(status, pages::permissions(c, &list, &tasks, &d, done.as_deref())),
+        (Ok(list), Ok(tasks)) => html(
+            status,
+            pages::permissions(c, &list, &tasks, &d, done.as_deref()),
+        ),
         (Err(e), _) | (_, Err(e)) => error_page(Some(c), e),
     }
 }
@@ -255,10 +404,22 @@ pub async fn add_permission(State(app): State<AppState>, c: Console, body: Bytes
         "feedGroup": form.get("feedGroup"),
         "deny": form.get("deny").as_deref() == Some("true"),
     });
-    match call(perms_api::add(State(app.clone()), caller(&c, None, info.to_string().into_bytes()))).await {
-        Ok(_) => see_other(&format!("/console/permissions?{}", query("done", "Permission added."))),
+    match call(perms_api::add(
+        State(app.clone()),
+        caller(&c, None, info.to_string().into_bytes()),
+    ))
+    .await
+    {
+        Ok(_) => see_other(&format!(
+            "/console/permissions?{}",
+            query("done", "Permission added.")
+        )),
         Err(AppError::BadRequest(m)) => {
-            let d = refused(&form, m, &["user", "group", "task", "feed", "feedGroup", "deny"]);
+            let d = refused(
+                &form,
+                m,
+                &["user", "group", "task", "feed", "feedGroup", "deny"],
+            );
             permissions_page(&app, &c, d, None, StatusCode::BAD_REQUEST).await
         }
         Err(e) => error_page(Some(&c), e),
@@ -266,12 +427,25 @@ pub async fn add_permission(State(app): State<AppState>, c: Console, body: Bytes
 }
 
 /// `POST /console/permissions/{id}/delete`: permissions/delete.
-pub async fn delete_permission(State(app): State<AppState>, c: Console, Path(id): Path<String>, body: Bytes) -> Response {
+pub async fn delete_permission(
+    State(app): State<AppState>,
+    c: Console,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     if let Err(r) = c.check_csrf(&Form::parse(&body)) {
         return r;
     }
-    match call(perms_api::delete(State(app), caller(&c, Some(query("id", &id)), Vec::new()))).await {
-        Ok(_) => see_other(&format!("/console/permissions?{}", query("done", &format!("Permission {id} deleted.")))),
+    match call(perms_api::delete(
+        State(app),
+        caller(&c, Some(query("id", &id)), Vec::new()),
+    ))
+    .await
+    {
+        Ok(_) => see_other(&format!(
+            "/console/permissions?{}",
+            query("done", &format!("Permission {id} deleted."))
+        )),
         Err(e) => error_page(Some(&c), e),
     }
 }
@@ -296,10 +470,20 @@ pub async fn audit(State(app): State<AppState>, c: Console, RawQuery(q): RawQuer
         }
         api.finish()
     };
-    match fetch::<Vec<AuditEntry>>(audit_api::list(State(app), caller(&c, Some(api), Vec::new()))).await {
+    match fetch::<Vec<AuditEntry>>(audit_api::list(
+        State(app),
+        caller(&c, Some(api), Vec::new()),
+    ))
+    .await
+    {
         Ok(entries) => {
-            let older = (entries.len() == AUDIT_PAGE).then(|| entries.last().map(|e| e.id)).flatten();
-            html(StatusCode::OK, pages::audit(&c, &entries, &action, &target, older))
+            let older = (entries.len() == AUDIT_PAGE)
+                .then(|| entries.last().map(|e| e.id))
+                .flatten();
+            html(
+                StatusCode::OK,
+                pages::audit(&c, &entries, &action, &target, older),
+            )
         }
         Err(e) => error_page(Some(&c), e),
     }

@@ -13,7 +13,11 @@ pub const FIELD: &str = "csrf";
 
 /// The CSRF token of the session whose token is `session_token`.
 pub fn session_token(digester: &Digester, session_token: &str) -> String {
-    hex::encode(digester.key(&format!("console-csrf:{session_token}")).as_bytes())
+    hex::encode(
+        digester
+            .key(&format!("console-csrf:{session_token}"))
+            .as_bytes(),
+    )
 }
 
 /// Whether `given` equals `expected`, in constant time.

@@ -29,7 +29,10 @@ pub async fn list(State(app): State<AppState>, c: Console, RawQuery(q): RawQuery
         KeyAccess::All => None,
         KeyAccess::OwnPersonal(user) => Some(user),
         KeyAccess::None => {
-            return error_page(Some(&c), AppError::not_authorized("no key management access"))
+            return error_page(
+                Some(&c),
+                AppError::not_authorized("no key management access"),
+            )
         }
     };
     let search = param(&q, "q").unwrap_or_default();
@@ -44,7 +47,10 @@ pub async fn list(State(app): State<AppState>, c: Console, RawQuery(q): RawQuery
         search: (!search.is_empty()).then(|| search.clone()),
     };
     match app.store.search_keys(&query).await {
-        Ok(keys) => html(StatusCode::OK, pages::list(&c, &keys, &search, after, deleted)),
+        Ok(keys) => html(
+            StatusCode::OK,
+            pages::list(&c, &keys, &search, after, deleted),
+        ),
         Err(e) => error_page(Some(&c), e.into()),
     }
 }
@@ -81,7 +87,11 @@ fn create_body(c: &Console, key_type: ApiKeyType, form: &Form) -> serde_json::Va
     }
     if let Some(v) = form.get("expiration") {
         // A date field's day: the key expires at its start, UTC.
-        let v = if v.len() == 10 { format!("{v}T00:00:00Z") } else { v };
+        let v = if v.len() == 10 {
+            format!("{v}T00:00:00Z")
+        } else {
+            v
+        };
         body.insert("expiration".into(), v.into());
     }
     if c.admin {
@@ -106,7 +116,11 @@ fn create_body(c: &Console, key_type: ApiKeyType, form: &Form) -> serde_json::Va
         }
         _ => {
             // Non-administrators create keys for themselves only (the API checks it too).
-            let user = if c.admin { form.get("user") } else { Some(c.user.clone()) };
+            let user = if c.admin {
+                form.get("user")
+            } else {
+                Some(c.user.clone())
+            };
             if let Some(v) = user {
                 body.insert("user".into(), v.into());
             }
@@ -162,7 +176,10 @@ pub async fn create(State(app): State<AppState>, c: Console, body: Bytes) -> Res
                 }
             }
             draft.errors.insert(field_of(&message).into(), message);
-            html(StatusCode::BAD_REQUEST, pages::new_key(&c, key_type, &draft))
+            html(
+                StatusCode::BAD_REQUEST,
+                pages::new_key(&c, key_type, &draft),
+            )
         }
         Err(e) => error_page(Some(&c), e),
     }
@@ -170,7 +187,11 @@ pub async fn create(State(app): State<AppState>, c: Console, body: Bytes) -> Res
 
 /// The key `id` names, when the user may manage it (API order: access
 /// `403`, existence `404`, permission on that key `403`).
-async fn manageable(app: &AppState, c: &Console, id: &str) -> Result<crate::domain::StoredKey, AppError> {
+async fn manageable(
+    app: &AppState,
+    c: &Console,
+    id: &str,
+) -> Result<crate::domain::StoredKey, AppError> {
     let id: KeyId = id
         .parse()
         .map_err(|_| AppError::BadRequest(format!("\"{id}\" is not a key id")))?;
@@ -221,7 +242,11 @@ pub async fn show(
 }
 
 /// `GET /console/keys/{id}/delete`: the confirmation step.
-pub async fn confirm_delete(State(app): State<AppState>, c: Console, Path(id): Path<String>) -> Response {
+pub async fn confirm_delete(
+    State(app): State<AppState>,
+    c: Console,
+    Path(id): Path<String>,
+) -> Response {
     match manageable(&app, &c, &id).await {
         Ok(key) => html(StatusCode::OK, pages::confirm_delete(&c, &key)),
         Err(e) => error_page(Some(&c), e),

@@ -80,7 +80,10 @@ pub fn router() -> Router<AppState> {
             axum::routing::post(admin::delete_user),
         )
         .route("/console/groups", get(admin::groups).post(admin::add_group))
-        .route("/console/groups/{name}", axum::routing::post(admin::edit_group))
+        .route(
+            "/console/groups/{name}",
+            axum::routing::post(admin::edit_group),
+        )
         .route(
             "/console/groups/{name}/delete",
             axum::routing::post(admin::delete_group),
@@ -115,7 +118,10 @@ async fn security_headers(mut response: Response) -> Response {
         ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -126,7 +132,10 @@ async fn security_headers(mut response: Response) -> Response {
 }
 
 async fn css() -> Response {
-    asset("text/css; charset=utf-8", include_str!("assets/console.css"))
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("assets/console.css"),
+    )
 }
 
 async fn js() -> Response {

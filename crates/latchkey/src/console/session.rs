@@ -186,7 +186,13 @@ pub async fn login(State(app): State<AppState>, parts: Parts, body: Bytes) -> Re
                 let text = format!(
                     "Too many failed log-ins from this address. Try again in {wait} seconds."
                 );
-                let mut r = login_form(&app, &parts, StatusCode::TOO_MANY_REQUESTS, Some(&text), &user);
+                let mut r = login_form(
+                    &app,
+                    &parts,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Some(&text),
+                    &user,
+                );
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(wait));
                 return r;

@@ -342,8 +342,11 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_session(&self, digest: &[u8]) -> Result<bool, StoreError>;
     /// Deletes sessions idle since before `idle_before` or created before
     /// `created_before`; returns how many went.
-    async fn prune_sessions(&self, idle_before: i64, created_before: i64)
-        -> Result<u64, StoreError>;
+    async fn prune_sessions(
+        &self,
+        idle_before: i64,
+        created_before: i64,
+    ) -> Result<u64, StoreError>;
     /// Up to `query.limit` keys with ids above `query.after`, ordered by id,
     /// optionally only one owner's personal keys and only those whose name,
     /// user or feed contains `query.search` (case-insensitively): the

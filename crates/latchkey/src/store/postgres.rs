@@ -1032,11 +1032,13 @@ impl Store for PostgresStore {
     }
 
     async fn touch_session(&self, digest: &[u8], at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE console_sessions SET last_seen = greatest(last_seen, $1) WHERE digest = $2")
-            .bind(at)
-            .bind(digest)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE console_sessions SET last_seen = greatest(last_seen, $1) WHERE digest = $2",
+        )
+        .bind(at)
+        .bind(digest)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -25,7 +25,11 @@ impl Draft {
 
 fn input(d: &Draft, label: &str, id: &str, name: &str, kind: &str, hint: Option<&str>) -> Markup {
     let error = d.errors.get(name);
-    let value = if kind == "password" { "" } else { d.value(name) };
+    let value = if kind == "password" {
+        ""
+    } else {
+        d.value(name)
+    };
     field(
         label,
         id,
@@ -55,7 +59,13 @@ fn notice(text: Option<&str>) -> Markup {
 }
 
 /// The user list and the add form.
-pub fn users(c: &Console, users: &[UserInfo], search: &str, d: &Draft, done: Option<&str>) -> Markup {
+pub fn users(
+    c: &Console,
+    users: &[UserInfo],
+    search: &str,
+    d: &Draft,
+    done: Option<&str>,
+) -> Markup {
     layout(
         Some(c),
         "Users",
@@ -94,10 +104,17 @@ pub fn users(c: &Console, users: &[UserInfo], search: &str, d: &Draft, done: Opt
 /// One user's page: edit and delete.
 pub fn user(c: &Console, u: &UserInfo, d: &Draft, done: Option<&str>) -> Markup {
     let action = format!("/console/users/{}", urlencode(&u.name));
-    let mut d2 = Draft { values: d.values.clone(), errors: d.errors.clone() };
+    let mut d2 = Draft {
+        values: d.values.clone(),
+        errors: d.errors.clone(),
+    };
     if d2.values.is_empty() {
-        d2.values.insert("displayName".into(), u.display_name.clone().unwrap_or_default());
-        d2.values.insert("email".into(), u.email.clone().unwrap_or_default());
+        d2.values.insert(
+            "displayName".into(),
+            u.display_name.clone().unwrap_or_default(),
+        );
+        d2.values
+            .insert("email".into(), u.email.clone().unwrap_or_default());
         d2.values.insert("groups".into(), u.groups.join(", "));
     }
     layout(
@@ -189,7 +206,13 @@ fn scope(p: &PermissionInfo) -> String {
 }
 
 /// The permission list and the add form.
-pub fn permissions(c: &Console, perms: &[PermissionInfo], tasks: &[TaskInfo], d: &Draft, done: Option<&str>) -> Markup {
+pub fn permissions(
+    c: &Console,
+    perms: &[PermissionInfo],
+    tasks: &[TaskInfo],
+    d: &Draft,
+    done: Option<&str>,
+) -> Markup {
     layout(
         Some(c),
         "Permissions",
@@ -237,7 +260,13 @@ pub fn permissions(c: &Console, perms: &[PermissionInfo], tasks: &[TaskInfo], d:
 }
 
 /// The audit trail, newest first.
-pub fn audit(c: &Console, entries: &[AuditEntry], action: &str, target: &str, older: Option<i64>) -> Markup {
+pub fn audit(
+    c: &Console,
+    entries: &[AuditEntry],
+    action: &str,
+    target: &str,
+    older: Option<i64>,
+) -> Markup {
     layout(
         Some(c),
         "Audit",

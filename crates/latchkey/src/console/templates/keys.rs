@@ -44,8 +44,16 @@ fn name_of(k: &StoredKey) -> &str {
 }
 
 /// The key list: search, table, next page.
-pub fn list(c: &Console, keys: &[StoredKey], search: &str, after: KeyId, deleted: Option<KeyId>) -> Markup {
-    let next = (keys.len() == PAGE as usize).then(|| keys.last().map(|k| k.id)).flatten();
+pub fn list(
+    c: &Console,
+    keys: &[StoredKey],
+    search: &str,
+    after: KeyId,
+    deleted: Option<KeyId>,
+) -> Markup {
+    let next = (keys.len() == PAGE as usize)
+        .then(|| keys.last().map(|k| k.id))
+        .flatten();
     layout(
         Some(c),
         "API keys",
@@ -258,7 +266,12 @@ pub fn created(c: &Console, info: &ApiKeyInfo) -> Markup {
 }
 
 /// A key's page: properties, last use, delete, access log.
-pub fn show(c: &Console, k: &StoredKey, log: Option<&[AccessLogEntry]>, older: Option<i64>) -> Markup {
+pub fn show(
+    c: &Console,
+    k: &StoredKey,
+    log: Option<&[AccessLogEntry]>,
+    older: Option<i64>,
+) -> Markup {
     let title = format!("Key {}: {}", k.id, name_of(k));
     layout(
         Some(c),

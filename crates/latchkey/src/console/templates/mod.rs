@@ -103,7 +103,13 @@ pub fn login(token: &str, error: Option<&str>, user: &str) -> Markup {
 }
 
 /// One labelled form field with its error (if any) next to it.
-pub fn field(label: &str, id: &str, error: Option<&String>, input: Markup, hint: Option<&str>) -> Markup {
+pub fn field(
+    label: &str,
+    id: &str,
+    error: Option<&String>,
+    input: Markup,
+    hint: Option<&str>,
+) -> Markup {
     html! {
         div.field.invalid[error.is_some()] {
             label for=(id) { (label) }
