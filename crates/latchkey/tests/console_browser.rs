@@ -79,6 +79,16 @@ fn start_driver() -> Driver {
 
 /// A fresh browser (its own profile: a separate context with its own cookies).
 async fn browser(driver: &Driver, profile: &Path, width: u32, height: u32) -> Client {
+    open_browser(driver, profile, width, height, true).await
+}
+
+async fn open_browser(
+    driver: &Driver,
+    profile: &Path,
+    width: u32,
+    height: u32,
+    javascript: bool,
+) -> Client {
     let caps = json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
@@ -92,6 +102,9 @@ async fn browser(driver: &Driver, profile: &Path, width: u32, height: u32) -> Cl
                 // Nothing but loopback: any other host goes to a dead proxy.
                 "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1",
             ],
+            "prefs": {
+                "profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 },
+            },
         },
     });
     let Value::Object(caps) = caps else {
@@ -431,5 +444,67 @@ fn the_console_in_a_real_browser() {
         assert_eq!(page.headers()["location"], "/console/login");
         alice.close().await.unwrap();
         admin.close().await.unwrap();
+    });
+}
+
+#[test]
+fn the_basic_flows_work_with_javascript_disabled() {
+    let server = TestServer::start(Backend::Sqlite);
+    let driver = start_driver();
+    let profiles = tempfile::tempdir().unwrap();
+    let base = server.base.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = open_browser(&driver, &profiles.path().join("nojs"), 1280, 900, false).await;
+        log_in(&c, &base, "Admin", ADMIN_PASSWORD).await;
+        let scripting = c.execute("return 1;", vec![]).await;
+        // WebDriver's own scripts still run; the page's do not.
+        assert!(scripting.is_ok());
+        follow(&c, "Create key").await;
+        heading(&c, "Create a feed key").await;
+        follow(&c, "System key").await;
+        heading(&c, "Create a system key").await;
+        tick(&c, "feeds").await;
+        fill(&c, "Name", "no script").await;
+        press(&c, "Create key").await;
+        heading(&c, "Key created").await;
+        let key = c
+            .find(Locator::Id("key-text"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(key.starts_with("lk_"));
+        // Without the script the Copy button stays hidden: the field is selectable.
+        let copy = c.find(Locator::Id("copy")).await.unwrap();
+        assert!(!copy.is_displayed().await.unwrap());
+        shot(&c, "created-nojs").await;
+        c.goto(&format!("{base}/console/keys")).await.unwrap();
+        heading(&c, "API keys").await;
+        let ids = listed_ids(&c).await;
+        assert_eq!(ids.len(), 1);
+        follow(&c, "no script").await;
+        follow(&c, "Delete").await;
+        press(&c, "Delete").await;
+        heading(&c, "API keys").await;
+        assert!(listed_ids(&c).await.is_empty());
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("{base}/api/api-keys/self"))
+            .header("X-ApiKey", &key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        press(&c, "Log out").await;
+        heading(&c, "Log in").await;
+        c.close().await.unwrap();
     });
 }
