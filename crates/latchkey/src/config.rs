@@ -130,6 +130,18 @@ pub struct ServeArgs {
     /// leaked-key reports to /api/api-keys/leaked (default: none; the endpoint is 404).
     #[arg(long, env = "LATCHKEY_LEAK_REPORT_KEYS", value_name = "FILE")]
     pub leak_report_keys: Option<PathBuf>,
+    /// The URL people reach this server at (e.g. https://keys.example.com);
+    /// when it is https, console cookies are marked `Secure`.
+    #[arg(long, env = "LATCHKEY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// How long a console session may stay idle before it ends (e.g. 30m, 1h, 90s).
+    #[arg(long, env = "LATCHKEY_SESSION_IDLE_TIMEOUT", default_value = "30m",
+          value_parser = parse_duration_seconds)]
+    pub session_idle_timeout: i64,
+    /// How long after log-in a console session ends, however active (e.g. 12h).
+    #[arg(long, env = "LATCHKEY_SESSION_LIFETIME", default_value = "12h",
+          value_parser = parse_duration_seconds)]
+    pub session_lifetime: i64,
 }
 
 /// A sync lease: a number with `ms` or `s` (seconds when no unit), 100 ms to 1 hour.
@@ -160,6 +172,25 @@ impl ServeArgs {
             min_password_length: self.min_password_length,
         }
     }
+}
+
+/// Reads a duration such as `90s`, `30m`, `12h` or `7d` as seconds (at least 1 s).
+fn parse_duration_seconds(text: &str) -> Result<i64, String> {
+    let bad = || format!("\"{text}\" is not a duration such as 90s, 30m, 12h or 7d");
+    let unit = text.chars().last().ok_or_else(bad)?;
+    let n: i64 = text[..text.len() - unit.len_utf8()]
+        .parse()
+        .map_err(|_| bad())?;
+    let factor = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(factor)
+        .filter(|s| (1..=366 * 86_400).contains(s))
+        .ok_or_else(bad)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod http;
 pub mod keys;

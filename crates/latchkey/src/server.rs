@@ -104,6 +104,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
         ),
         leak_keys,
+        console: crate::console::Settings::from_args(&args),
     });
     // Installed before the listening line, so that no signal finds the default action.
     let signals = Signals::install()?;

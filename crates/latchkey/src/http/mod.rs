@@ -1,21 +1,21 @@
 //! The HTTP API: one module per resource, thin handlers, one router.
 
 mod access;
-mod access_logs;
-mod api_keys;
-mod audit;
+pub(crate) mod access_logs;
+pub(crate) mod api_keys;
+pub(crate) mod audit;
 mod body;
 pub mod client;
 mod error;
 mod forward;
-mod groups;
+pub(crate) mod groups;
 mod health;
 pub mod leaked;
 pub mod limiter;
-mod permissions;
+pub(crate) mod permissions;
 mod rotate;
-mod tasks;
-mod users;
+pub(crate) mod tasks;
+pub(crate) mod users;
 mod verify;
 pub mod wire;
 
@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use error::{AppError, ErrorCause};
+pub use error::{new_error_id, AppError, ErrorCause};
 
 use crate::auth::{extract_credential, Authenticator};
 use crate::domain::{Principal, SecurityModel};
@@ -72,6 +72,8 @@ pub struct App {
     pub usage: Arc<crate::usage::Usage>,
     /// Keys that sign leaked-key reports; `None`: the endpoint is `404`.
     pub leak_keys: Option<leaked::LeakReportKeys>,
+    /// The web console's session and cookie settings.
+    pub console: crate::console::Settings,
 }
 
 /// Shared state of the router.
@@ -113,6 +115,7 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         .route(paths::AUDIT_LIST, get(audit::list))
         .route(paths::HEALTH, get(health::health))
         .route(paths::HEALTH_JSON, get(health::health_json))
+        .merge(crate::console::router())
         .fallback(not_found)
         .with_state(app)
         .layer(

@@ -504,6 +504,34 @@ impl Store for CachedStore {
         self.node.as_ref().and_then(|n| n.detail())
     }
 
+    async fn create_session(&self, session: &super::ConsoleSession) -> Result<(), StoreError> {
+        self.inner.create_session(session).await
+    }
+
+    async fn session(&self, digest: &[u8]) -> Result<Option<super::ConsoleSession>, StoreError> {
+        self.inner.session(digest).await
+    }
+
+    async fn touch_session(&self, digest: &[u8], at: i64) -> Result<(), StoreError> {
+        self.inner.touch_session(digest, at).await
+    }
+
+    async fn delete_session(&self, digest: &[u8]) -> Result<bool, StoreError> {
+        self.inner.delete_session(digest).await
+    }
+
+    async fn prune_sessions(
+        &self,
+        idle_before: i64,
+        created_before: i64,
+    ) -> Result<u64, StoreError> {
+        self.inner.prune_sessions(idle_before, created_before).await
+    }
+
+    async fn search_keys(&self, query: &super::KeySearch) -> Result<Vec<StoredKey>, StoreError> {
+        self.inner.search_keys(query).await
+    }
+
     async fn close(&self) {
         if let Some(node) = &self.node {
             node.leave().await;

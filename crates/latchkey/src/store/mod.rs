@@ -349,6 +349,26 @@ pub trait Store: Send + Sync + 'static {
     fn sync_detail(&self) -> Option<String> {
         None
     }
+    /// Stores a new console session.
+    async fn create_session(&self, session: &ConsoleSession) -> Result<(), StoreError>;
+    /// The console session with this token digest.
+    async fn session(&self, digest: &[u8]) -> Result<Option<ConsoleSession>, StoreError>;
+    /// Moves a session's last activity forward to `at` (seconds since the epoch).
+    async fn touch_session(&self, digest: &[u8], at: i64) -> Result<(), StoreError>;
+    /// Deletes a session; `false` when none had this digest.
+    async fn delete_session(&self, digest: &[u8]) -> Result<bool, StoreError>;
+    /// Deletes sessions idle since before `idle_before` or created before
+    /// `created_before`; returns how many went.
+    async fn prune_sessions(
+        &self,
+        idle_before: i64,
+        created_before: i64,
+    ) -> Result<u64, StoreError>;
+    /// Up to `query.limit` keys with ids above `query.after`, ordered by id,
+    /// optionally only one owner's personal keys and only those whose name,
+    /// user or feed contains `query.search` (case-insensitively): the
+    /// console's key list, paged by id.
+    async fn search_keys(&self, query: &KeySearch) -> Result<Vec<StoredKey>, StoreError>;
 
     /// Closes the connections cleanly.
     async fn close(&self);
@@ -361,6 +381,53 @@ pub async fn open_node(
     lease: std::time::Duration,
 ) -> Result<Arc<dyn Store>, StoreError> {
     nodes::open(url, lease).await
+}
+
+/// A console session as stored (the token itself never is).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ConsoleSession {
+    /// HMAC-SHA-256 digest of the session token.
+    pub digest: Vec<u8>,
+    /// The user logged in.
+    pub user_id: UserId,
+    /// Their name at log-in, to read the user row.
+    pub user_name: String,
+    /// A digest of their password hash at log-in.
+    pub user_stamp: Vec<u8>,
+    /// When the session began (seconds since the epoch).
+    pub created_at: i64,
+    /// Its last activity (seconds since the epoch).
+    pub last_seen: i64,
+}
+
+/// What [`Store::search_keys`] selects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySearch {
+    /// Only ids above this one.
+    pub after: KeyId,
+    /// At most this many keys.
+    pub limit: u32,
+    /// Only this user's personal keys.
+    pub owner: Option<UserId>,
+    /// Only keys whose name, user name or feed contains this text.
+    pub search: Option<String>,
+}
+
+impl KeySearch {
+    /// The search text as a `LIKE` pattern (escape character `\`), lower-cased.
+    pub(crate) fn pattern(&self) -> Option<String> {
+        self.search.as_deref().filter(|s| !s.is_empty()).map(|s| {
+            let mut p = String::from("%");
+            for c in s.to_lowercase().chars() {
+                if matches!(c, '%' | '_' | '\\') {
+                    p.push('\\');
+                }
+                p.push(c);
+            }
+            p.push('%');
+            p
+        })
+    }
 }
 
 /// Opens the store a database URL names (`sqlite://…` or `postgres://…`),

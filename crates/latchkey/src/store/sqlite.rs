@@ -1092,6 +1092,81 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn create_session(&self, session: &super::ConsoleSession) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO console_sessions (digest, user_id, user_name, user_stamp, created_at, last_seen) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&session.digest)
+        .bind(session.user_id)
+        .bind(&session.user_name)
+        .bind(&session.user_stamp)
+        .bind(session.created_at)
+        .bind(session.last_seen)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, digest: &[u8]) -> Result<Option<super::ConsoleSession>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT digest, user_id, user_name, user_stamp, created_at, last_seen \
+             FROM console_sessions WHERE digest = ?",
+        )
+        .bind(digest)
+        .fetch_optional(&self.readers)
+        .await?)
+    }
+
+    async fn touch_session(&self, digest: &[u8], at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE console_sessions SET last_seen = max(last_seen, ?) WHERE digest = ?")
+            .bind(at)
+            .bind(digest)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, digest: &[u8]) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM console_sessions WHERE digest = ?")
+            .bind(digest)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn prune_sessions(
+        &self,
+        idle_before: i64,
+        created_before: i64,
+    ) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM console_sessions WHERE last_seen < ? OR created_at < ?")
+                .bind(idle_before)
+                .bind(created_before)
+                .execute(&self.writer)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn search_keys(&self, query: &super::KeySearch) -> Result<Vec<StoredKey>, StoreError> {
+        let rows: Vec<KeyRow> = sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS} WHERE k.id > ?1 \
+             AND (?2 IS NULL OR (k.user_id = ?2 AND k.key_type = 'personal')) \
+             AND (?3 IS NULL OR lower(coalesce(k.display_name, '')) LIKE ?3 ESCAPE '\\' \
+                  OR coalesce(u.name_key, '') LIKE ?3 ESCAPE '\\' \
+                  OR lower(coalesce(k.feed, '')) LIKE ?3 ESCAPE '\\') \
+             ORDER BY k.id LIMIT ?4"
+        ))
+        .bind(query.after)
+        .bind(query.owner)
+        .bind(query.pattern())
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(StoredKey::try_from).collect()
+    }
+
     async fn close(&self) {
         self.writer.close().await;
         self.readers.close().await;
