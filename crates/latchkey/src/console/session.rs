@@ -41,6 +41,8 @@ pub struct Console {
 
 impl Console {
     /// Refuses a form whose CSRF token is not this session's.
+    // The refusal is the page to send: returned once per form post, not worth boxing.
+    #[allow(clippy::result_large_err)]
     pub(super) fn check_csrf(&self, form: &Form) -> Result<(), Response> {
         if csrf::matches(form.get(csrf::FIELD).as_deref(), &self.csrf) {
             Ok(())

@@ -481,13 +481,15 @@ mod tests {
                     for (i, n) in nodes.iter().enumerate() {
                         // A paused node serves nothing; once running, a node
                         // that trusts its cache must not hold the key.
-                        if t >= w && t >= n.paused_until && n.lease.in_sync(ms(t)) {
-                            if n.cached.contains(&id) {
-                                return Err(format!(
-                                    "round {round}: node {i} accepts key {id} at {t} \
-                                     after the writer's answer at {w}"
-                                ));
-                            }
+                        if t >= w
+                            && t >= n.paused_until
+                            && n.lease.in_sync(ms(t))
+                            && n.cached.contains(&id)
+                        {
+                            return Err(format!(
+                                "round {round}: node {i} accepts key {id} at {t} \
+                                 after the writer's answer at {w}"
+                            ));
                         }
                     }
                 }
