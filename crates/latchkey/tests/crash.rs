@@ -126,7 +126,15 @@ fn drive(thread: usize, shared: &Shared) -> Vec<Attempt> {
 
 fn acknowledged_changes_survive_sigkill_at_random_moments(backend: Backend) {
     let options = Options {
-        args: vec!["--auth-failure-limit".into(), "0".into()],
+        // Each SIGKILL leaves the killed node's row behind on PostgreSQL, and
+        // writes wait for it until it is forgotten (the lease plus a margin):
+        // a short lease keeps this test about durability, not that wait.
+        args: vec![
+            "--auth-failure-limit".into(),
+            "0".into(),
+            "--sync-lease".into(),
+            "200ms".into(),
+        ],
         ..Default::default()
     };
     let mut server = TestServer::start_with(backend, options);
