@@ -1240,58 +1240,6 @@ fn permission_and_group_changes_apply_to_the_very_next_request(backend: Backend)
     );
 }
 
-/// PostgreSQL nodes cache nothing: a permission written to the database by
-/// another node (here by SQL) applies to the very next request.
-#[test]
-#[ignore = "needs PostgreSQL: set LATCHKEY_TEST_POSTGRES_URL and pass --run-ignored all"]
-fn a_change_on_one_node_applies_to_the_next_forward_auth_on_another() {
-    let a = TestServer::start(Backend::Postgres);
-    let b = a.another_node();
-    let alice = user_with_credentials(&a, "alice", &[]);
-    assert_eq!(all_agree(&b, &alice, "feed=f", "PUT"), 403);
-    a.execute_sql(
-        "INSERT INTO permissions (user_name, user_key, task, feed, deny) \
-         VALUES ('alice', 'alice', 'Publish Packages', 'f', FALSE)",
-    );
-    assert_eq!(
-        all_agree(&b, &alice, "feed=f", "PUT"),
-        200,
-        "permission added"
-    );
-    a.execute_sql("DELETE FROM permissions WHERE user_key = 'alice'");
-    assert_eq!(
-        all_agree(&b, &alice, "feed=f", "PUT"),
-        403,
-        "permission removed"
-    );
-    set_groups(&a, "alice", &["Administrators"]);
-    assert_eq!(all_agree(&b, &alice, "feed=f", "PUT"), 200, "member added");
-    set_groups(&a, "alice", &[]);
-    assert_eq!(
-        all_agree(&b, &alice, "feed=f", "PUT"),
-        403,
-        "member removed"
-    );
-    let (key_id, key) = a.create_key(full_control());
-    assert_eq!(status(&b, "feed=f", &key), 200);
-    assert_eq!(a.delete_key(key_id, &a.admin()).status(), 200);
-    assert_eq!(status(&b, "feed=f", &key), 401, "key deleted");
-    let edit = json!({"name": "alice", "password": "alice-password-2"});
-    as_admin(&a, "/api/security/users/edit", &edit);
-    assert_eq!(
-        forward(&b, "", &[("Authorization", &alice.login)]).status(),
-        401,
-        "password changed"
-    );
-    let r = client()
-        .delete(a.url("/api/security/users/delete?user=alice"))
-        .header("X-ApiKey", a.admin())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(status(&b, "", &alice.key), 401, "user deleted");
-}
-
 fn disabled_pseudo_keys_are_invalid_but_logins_still_work(backend: Backend) {
     let s = TestServer::start_with(
         backend,

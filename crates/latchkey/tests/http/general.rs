@@ -26,7 +26,6 @@ fn unknown_paths_are_404_text_plain(backend: Backend) {
         "/api/api-keys/nope",
         "/api/api-keys/list/extra",
         "/api/security/users",
-        "/",
     ] {
         for credential in [None, Some(s.admin())] {
             let mut request = client().get(s.url(path));
