@@ -2,6 +2,7 @@
 //! first administrator, listener, graceful stop.
 
 use std::fs;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +35,8 @@ use crate::secrets::{fingerprint, same_fingerprint, write_private, Secrets, SECR
 use crate::store::{self, CachedStore, Store};
 
 const ADMIN_PASSWORD_FILE: &str = "initial-admin-password";
+/// On PostgreSQL: the node's id in the node table (see [`node_identity`]).
+const NODE_ID_FILE: &str = "node-id";
 
 /// Runs `latchkey serve` until SIGINT or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -63,12 +66,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // its reads can be cached coherently; PostgreSQL nodes cache under the
     // protocol of docs/postgres.md.
     let _sqlite_lock = sqlite_process_lock(&url)?;
-    let store: Arc<dyn Store> = if postgres {
-        store::open_node(&url, args.sync_lease)
+    // Held while the node runs (see `node_identity`).
+    let (store, _node_lock): (Arc<dyn Store>, _) = if postgres {
+        let (id, lock) = node_identity(data_dir)?;
+        let store = store::open_node(&url, args.sync_lease, &id)
             .await
-            .context("cannot open the database")?
+            .context("cannot open the database")?;
+        (store, lock)
     } else {
-        Arc::new(CachedStore::new(open_store(&url).await?))
+        (Arc::new(CachedStore::new(open_store(&url).await?)), None)
     };
     let secrets = installation_secrets(store.as_ref(), data_dir, &url).await?;
     create_first_admin(store.as_ref(), data_dir).await?;
@@ -696,6 +702,54 @@ fn sqlite_process_lock(url: &str) -> anyhow::Result<Option<fs::File>> {
             Err(anyhow::Error::new(e).context(format!("cannot lock {lock_path}")))
         }
     }
+}
+
+/// The node's name in PostgreSQL's node table, kept in `<data-dir>/node-id`
+/// (0600) so that a restarted node takes over its own row at once instead of
+/// leaving writers to wait on the row of the process that died. The file is
+/// locked while the node runs; when another process holds it (two nodes
+/// started on one data directory), this node takes a fresh id of its own.
+fn node_identity(data_dir: &Path) -> anyhow::Result<(String, Option<fs::File>)> {
+    let path = data_dir.join(NODE_ID_FILE);
+    let fresh = || Alphanumeric.sample_string(&mut OsRng, 16).to_lowercase();
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            tracing::warn!(
+                path = %path.display(),
+                "another latchkey process uses this data directory's node id; this node takes a fresh one"
+            );
+            return Ok((fresh(), None));
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())))
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text = text.trim();
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if valid {
+        return Ok((text.to_owned(), Some(file)));
+    }
+    let id = fresh();
+    file.set_len(0)
+        .and_then(|()| file.seek(std::io::SeekFrom::Start(0)))
+        .and_then(|_| file.write_all(format!("{id}\n").as_bytes()))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((id, Some(file)))
 }
 
 /// On an empty database, creates `Admin` in `Administrators`, never

@@ -17,19 +17,7 @@ use serde_json::{json, Value};
 
 use common::{full_control, Backend, Options, TestServer};
 
-// SQLite only for now: on PostgreSQL, since the node cache protocol landed,
-// creates right after a SIGKILL restart stay unanswered (the writer waits on
-// the killed node's row), so too few operations are acknowledged for the
-// check to mean anything. Known and open (issue 13's closing note); the
-// PostgreSQL fault tests in tests/nodes.rs cover SIGKILL of a node.
-mod acknowledged_changes_survive_sigkill_at_random_moments {
-    #[test]
-    fn sqlite() {
-        super::acknowledged_changes_survive_sigkill_at_random_moments(
-            crate::common::Backend::Sqlite,
-        )
-    }
-}
+both_backends!(acknowledged_changes_survive_sigkill_at_random_moments);
 
 /// SIGKILLs per back end.
 const KILLS: usize = 24;

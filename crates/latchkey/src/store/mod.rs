@@ -379,8 +379,9 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open_node(
     url: &str,
     lease: std::time::Duration,
+    node_id: &str,
 ) -> Result<Arc<dyn Store>, StoreError> {
-    nodes::open(url, lease).await
+    nodes::open(url, lease, node_id).await
 }
 
 /// A console session as stored (the token itself never is).

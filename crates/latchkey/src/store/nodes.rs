@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::RngCore;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, Notify};
@@ -196,18 +195,18 @@ impl Node {
 /// Opens a PostgreSQL store as one node of several: the store, the cache in
 /// front of it, and the tasks that keep the cache coherent. The cache is
 /// trusted only once the node has caught up (it starts out of sync).
-pub async fn open(url: &str, lease: Duration) -> Result<Arc<dyn Store>, StoreError> {
+///
+/// `node_id` names the node in the node table; a node restarted with the same
+/// id takes over its own row at once, so that writers never wait on the row
+/// a killed process left behind.
+pub async fn open(url: &str, lease: Duration, node_id: &str) -> Result<Arc<dyn Store>, StoreError> {
     let pg = Arc::new(PostgresStore::open(url).await?);
     let base = pg
         .options()
         .get_application_name()
         .unwrap_or("latchkey")
         .to_owned();
-    let id = format!(
-        "{base}-{}-{:08x}",
-        std::process::id(),
-        rand::rngs::OsRng.next_u32()
-    );
+    let id = format!("{base}-{node_id}");
     let node = Arc::new(Node {
         id,
         lease: Lease::new(lease),
@@ -457,9 +456,10 @@ async fn drive(
     }
 }
 
-/// One check on the node's own connection: refreshes the heartbeat and
-/// reads every log row after `applied` and the log's end, in one statement
-/// (one snapshot, taken after the check was sent). `None` when the node's row
+/// One check on the node's own connection: numbers pending log entries,
+/// then refreshes the heartbeat and reads every log row after `applied` and
+/// the log's end, in one statement (one snapshot, taken after the check was
+/// sent). `None` when the node's row
 /// is gone.
 async fn check(
     conn: &mut Option<PgConnection>,
@@ -473,6 +473,10 @@ async fn check(
     let Some(c) = conn.as_mut() else {
         return Ok(None);
     };
+    // Entries committed but not numbered yet (their writer died, or it is
+    // numbering them right now) are numbered first, so that the read below
+    // sees every change committed before the check was sent.
+    super::postgres::number(&mut *c).await?;
     type Row = (i64, i64, Option<i64>, Option<String>, Option<i64>);
     let rows: Vec<Row> = sqlx::query_as(
         "WITH me AS (UPDATE nodes SET heartbeat = now() WHERE id = $1 RETURNING id) \

@@ -2,10 +2,10 @@
 //!
 //! Nodes share nothing but the database. Every write is committed before the
 //! call returns; every write that can narrow access also appends to the
-//! invalidation log in its own transaction (`latchkey_invalidate`, last
-//! before the commit) and, on a node ([`super::nodes`]), waits until the
-//! other nodes acknowledged it, or `T` plus a margin passed, before it
-//! returns: see `docs/postgres.md`.
+//! invalidation log in its own transaction (`latchkey_invalidate`), has it
+//! numbered after the commit (`latchkey_number`) and, on a node
+//! ([`super::nodes`]), waits until the other nodes acknowledged it, or `T`
+//! plus a margin passed, before it returns: see `docs/postgres.md`.
 
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -129,23 +129,45 @@ impl PostgresStore {
         let _ = self.node.set(node);
     }
 
-    /// After the commit of a change logged at `seq`: waits (rule 4) until the
-    /// other nodes acknowledged it, or `T` plus a margin passed.
-    async fn settle(&self, seq: u64) {
-        let committed = coherence::now();
+    /// After the commit of a change [`invalidate`] logged: numbers it (see
+    /// [`number`]), then waits (rule 4) until the other nodes acknowledged
+    /// it, or `T` plus a margin passed. When it cannot be numbered, waits the
+    /// whole time: every node's next check numbers it first.
+    async fn settle(&self, _: Logged) {
+        let end = number(&self.pool).await;
+        let numbered = coherence::now();
         if let Some(node) = self.node.get() {
-            node.settle(seq, committed).await;
+            match end {
+                Ok(seq) => node.settle(seq, numbered).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot number a change for the other nodes; waiting the full sync lease");
+                    node.settle(u64::MAX, numbered).await;
+                }
+            }
+        }
+    }
+
+    /// After the commit of a change that is logged but not waited for:
+    /// numbers it, so that the other nodes hear of it now rather than at
+    /// their next check.
+    async fn publish(&self, _: Logged) {
+        if let Err(e) = number(&self.pool).await {
+            tracing::warn!(error = %e, "cannot number a change for the other nodes; their next check will");
         }
     }
 }
 
-/// Appends what changed to the invalidation log and notifies the nodes; the
-/// last statement before the commit (it takes a lock held until then).
-/// Returns the entry's sequence number.
+/// Proof that a change appended to the invalidation log; spent by
+/// [`PostgresStore::settle`] or [`PostgresStore::publish`] after the commit.
+#[must_use = "after the commit, settle or publish the change"]
+struct Logged;
+
+/// Appends what changed to the invalidation log's pending entries, in the
+/// caller's transaction (no lock: writers commit in parallel).
 async fn invalidate(
     conn: &mut PgConnection,
     what: coherence::Invalidation,
-) -> Result<u64, StoreError> {
+) -> Result<Logged, StoreError> {
     let (kind, target) = what.columns();
     invalidate_many(conn, kind, &target.into_iter().collect::<Vec<_>>()).await
 }
@@ -155,13 +177,25 @@ async fn invalidate_many(
     conn: &mut PgConnection,
     kind: &str,
     targets: &[i64],
-) -> Result<u64, StoreError> {
-    let seq: i64 = sqlx::query_scalar("SELECT latchkey_invalidate($1, $2)")
+) -> Result<Logged, StoreError> {
+    sqlx::query("SELECT latchkey_invalidate($1, $2)")
         .bind(kind)
         .bind(targets)
-        .fetch_one(&mut *conn)
+        .execute(&mut *conn)
         .await?;
-    Ok(u64::try_from(seq).unwrap_or(0))
+    Ok(Logged)
+}
+
+/// Numbers every committed pending log entry (densely, in a short
+/// transaction of its own) and notifies the nodes; returns the log's end,
+/// at least the number of every entry committed before the call.
+pub(crate) async fn number<'c, E: Executor<'c, Database = Postgres>>(
+    conn: E,
+) -> Result<u64, sqlx::Error> {
+    let end: i64 = sqlx::query_scalar("SELECT latchkey_number()")
+        .fetch_one(conn)
+        .await?;
+    Ok(u64::try_from(end).unwrap_or(0))
 }
 
 /// Writes a change's audit entry (in the caller's transaction).
@@ -514,13 +548,13 @@ impl Store for PostgresStore {
             .ok_or_else(|| anyhow::anyhow!("key {id} vanished while being created"))?;
         insert_audit(&mut tx, audit, &AuditRecord::key_created(&stored)).await?;
         // Other nodes' cached lists of the owner's keys must show it.
-        let seq = match key_owner {
+        let logged = match key_owner {
             Some(owner) => Some(invalidate(&mut tx, Invalidation::KeysOf(owner)).await?),
             None => None,
         };
         tx.commit().await?;
-        if let Some(seq) = seq {
-            self.settle(seq).await;
+        if let Some(logged) = logged {
+            self.settle(logged).await;
         }
         Ok(stored)
     }
@@ -534,8 +568,9 @@ impl Store for PostgresStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        invalidate(&mut tx, Invalidation::Key(id)).await?;
+        let logged = invalidate(&mut tx, Invalidation::Key(id)).await?;
         tx.commit().await?;
+        self.publish(logged).await;
         Ok(())
     }
 
@@ -565,9 +600,9 @@ impl Store for PostgresStore {
             .ok_or_else(|| anyhow::anyhow!("key {id} vanished while being rotated"))?;
         insert_audit(&mut tx, audit, &AuditRecord::key_rotated(audit, id, grace)).await?;
         // The old text narrows away: every node must drop it before the 200.
-        let seq = invalidate(&mut tx, Invalidation::Key(id)).await?;
+        let logged = invalidate(&mut tx, Invalidation::Key(id)).await?;
         tx.commit().await?;
-        self.settle(seq).await;
+        self.settle(logged).await;
         Ok(Some(stored))
     }
 
@@ -584,9 +619,9 @@ impl Store for PostgresStore {
             return Ok(false);
         }
         insert_audit(&mut tx, audit, &AuditRecord::key_deleted(audit, id)).await?;
-        let seq = invalidate(&mut tx, Invalidation::Key(id)).await?;
+        let logged = invalidate(&mut tx, Invalidation::Key(id)).await?;
         tx.commit().await?;
-        self.settle(seq).await;
+        self.settle(logged).await;
         Ok(true)
     }
 
@@ -638,9 +673,9 @@ impl Store for PostgresStore {
             .await?
             .ok_or_else(|| anyhow::anyhow!("user vanished while being created"))?;
         insert_audit(&mut tx, audit, &AuditRecord::user_added(&created.user)).await?;
-        let seq = invalidate(&mut tx, Invalidation::Security).await?;
+        let logged = invalidate(&mut tx, Invalidation::Security).await?;
         tx.commit().await?;
-        self.settle(seq).await;
+        self.settle(logged).await;
         Ok(created.user)
     }
 
@@ -681,9 +716,9 @@ impl Store for PostgresStore {
             AuditRecord::user_edited(&old.user, &updated.user, change.password_hash.is_some());
         insert_audit(&mut tx, audit, &record).await?;
         // Names, groups and password hashes are copied into cached keys and logins.
-        let seq = invalidate(&mut tx, Invalidation::All).await?;
+        let logged = invalidate(&mut tx, Invalidation::All).await?;
         tx.commit().await?;
-        self.settle(seq).await;
+        self.settle(logged).await;
         Ok(Some(updated.user))
     }
 
@@ -721,9 +756,9 @@ impl Store for PostgresStore {
         }
         let record = AuditRecord::user_deleted(&stored_name, keys);
         insert_audit(&mut tx, audit, &record).await?;
-        let seq = invalidate(&mut tx, Invalidation::All).await?;
+        let logged = invalidate(&mut tx, Invalidation::All).await?;
         tx.commit().await?;
-        self.settle(seq).await;
+        self.settle(logged).await;
         Ok(true)
     }
 
@@ -764,9 +799,9 @@ impl Store for PostgresStore {
             .await?
             .ok_or_else(|| anyhow::anyhow!("user vanished while being created"))?;
         insert_audit(&mut tx, audit, &AuditRecord::user_added(&created.user)).await?;
-        let seq = invalidate(&mut tx, Invalidation::Security).await?;
+        let logged = invalidate(&mut tx, Invalidation::Security).await?;
         tx.commit().await?;
-        self.settle(seq).await;
+        self.settle(logged).await;
         Ok(true)
     }
 
@@ -828,9 +863,9 @@ impl Store for PostgresStore {
         )
         .await?;
         // A deny narrows.
-        let seq = invalidate(&mut tx, Invalidation::Security).await?;
+        let logged = invalidate(&mut tx, Invalidation::Security).await?;
         tx.commit().await?;
-        self.settle(seq).await;
+        self.settle(logged).await;
         Ok(added)
     }
 
@@ -854,9 +889,9 @@ impl Store for PostgresStore {
         check_admins(before, admins(&mut tx).await?)?;
         let record = AuditRecord::permission("permission.delete", &old);
         insert_audit(&mut tx, audit, &record).await?;
-        let seq = invalidate(&mut tx, Invalidation::Security).await?;
+        let logged = invalidate(&mut tx, Invalidation::Security).await?;
         tx.commit().await?;
-        self.settle(seq).await;
+        self.settle(logged).await;
         Ok(true)
     }
 
@@ -894,9 +929,9 @@ impl Store for PostgresStore {
         let created = fetch_group(&mut tx, &group.name).await?;
         insert_audit(&mut tx, audit, &AuditRecord::group_added(&created)).await?;
         // Members' groups are copied into cached keys and logins.
-        let seq = invalidate(&mut tx, Invalidation::All).await?;
+        let logged = invalidate(&mut tx, Invalidation::All).await?;
         tx.commit().await?;
-        self.settle(seq).await;
+        self.settle(logged).await;
         Ok(created)
     }
 
@@ -915,9 +950,9 @@ impl Store for PostgresStore {
         check_admins(before, admins(&mut tx).await?)?;
         let edited = fetch_group(&mut tx, &name).await?;
         insert_audit(&mut tx, audit, &AuditRecord::group_edited(&old, &edited)).await?;
-        let seq = invalidate(&mut tx, Invalidation::All).await?;
+        let logged = invalidate(&mut tx, Invalidation::All).await?;
         tx.commit().await?;
-        self.settle(seq).await;
+        self.settle(logged).await;
         Ok(Some(edited))
     }
 
@@ -945,9 +980,9 @@ impl Store for PostgresStore {
         check_admins(before, admins(&mut tx).await?)?;
         let record = AuditRecord::group_deleted(&old, permissions);
         insert_audit(&mut tx, audit, &record).await?;
-        let seq = invalidate(&mut tx, Invalidation::All).await?;
+        let logged = invalidate(&mut tx, Invalidation::All).await?;
         tx.commit().await?;
-        self.settle(seq).await;
+        self.settle(logged).await;
         Ok(true)
     }
 
@@ -983,12 +1018,16 @@ impl Store for PostgresStore {
         for e in &batch.entries {
             insert_access(&mut tx, e).await?;
         }
+        let mut logged = None;
         if !batch.uses.is_empty() {
             // Cached keys and lists carry the last use; not narrowing, not waited for.
             let ids: Vec<i64> = batch.uses.iter().map(|u| i64::from(u.key)).collect();
-            invalidate_many(&mut tx, Invalidation::Key(0).columns().0, &ids).await?;
+            logged = Some(invalidate_many(&mut tx, Invalidation::Key(0).columns().0, &ids).await?);
         }
         tx.commit().await?;
+        if let Some(logged) = logged {
+            self.publish(logged).await;
+        }
         Ok(())
     }
 
@@ -1098,9 +1137,9 @@ impl Store for PostgresStore {
         }
         insert_audit(&mut tx, audit, &AuditRecord::setting_replaced(name)).await?;
         // The installation secret: every cached digest is under the old one.
-        let seq = invalidate(&mut tx, Invalidation::All).await?;
+        let logged = invalidate(&mut tx, Invalidation::All).await?;
         tx.commit().await?;
-        self.settle(seq).await;
+        self.settle(logged).await;
         Ok(true)
     }
 
