@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderName};
 use base64::Engine;
 use rand::rngs::OsRng;
 use serde::Deserialize;
@@ -18,6 +18,10 @@ use crate::domain::{Digester, KeyDigest, Principal, StoredKey};
 use crate::keys::{checksum_ok, has_generated_shape};
 use crate::store::{Store, StoreError};
 
+/// `X-ApiKey` (a parsed name: looking a header up by `&str` parses it every time).
+static X_API_KEY: HeaderName = HeaderName::from_static("x-apikey");
+/// `X-NuGet-ApiKey`.
+static X_NUGET_API_KEY: HeaderName = HeaderName::from_static("x-nuget-apikey");
 /// A credential as the caller presented it (never logged).
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
@@ -62,7 +66,7 @@ pub fn extract_credential(
 ) -> Result<Option<Credential>, AuthError> {
     let mut found: Vec<Credential> = Vec::new();
     // A header that is not UTF-8 is still a (wrong) credential: it must not be skipped.
-    for value in headers.get_all("x-apikey") {
+    for value in headers.get_all(&X_API_KEY) {
         let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
         if !text.is_empty() {
             found.push(as_key(text));
@@ -109,7 +113,7 @@ pub fn extract_forwarded_credential(
             Ok(())
         }
     };
-    for name in ["x-apikey", "x-nuget-apikey"] {
+    for name in [&X_API_KEY, &X_NUGET_API_KEY] {
         for value in headers.get_all(name) {
             // Not UTF-8 is still a (wrong) credential: it must not be skipped.
             let text = String::from_utf8_lossy(value.as_bytes());
@@ -388,7 +392,11 @@ impl Authenticator {
 
     /// Looks a key up under the previous secret; when found, stores its digest
     /// under the current one, so that the previous secret can be retired.
-    async fn rekey(&self, key: &str, digest: &KeyDigest) -> Result<Option<StoredKey>, AuthError> {
+    async fn rekey(
+        &self,
+        key: &str,
+        digest: &KeyDigest,
+    ) -> Result<Option<Arc<StoredKey>>, AuthError> {
         let Some(previous) = &self.previous else {
             return Ok(None);
         };

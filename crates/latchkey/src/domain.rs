@@ -177,8 +177,9 @@ impl Digester {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Principal {
-    /// An API key (a personal key acts as its user).
-    Key(StoredKey),
+    /// An API key (a personal key acts as its user); shared with the cache,
+    /// so that verifying a warm key copies nothing.
+    Key(std::sync::Arc<StoredKey>),
     /// A user, by login or pseudo-key.
     User(User),
 }

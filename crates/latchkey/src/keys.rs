@@ -359,6 +359,7 @@ mod tests {
     use crate::domain::User;
     use proget_api::Expiration;
     use proptest::prelude::*;
+    use std::sync::Arc;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-01-01 0:00 UTC);
@@ -420,11 +421,31 @@ mod tests {
         let admin = user(1, true);
         let alice = user(2, false);
         let bob = user(3, false);
-        let full = Principal::Key(key(1, ApiKeyType::System, &[SystemApi::FullControl], None));
-        let limited = Principal::Key(key(2, ApiKeyType::System, &[SystemApi::Feeds], None));
-        let feed = Principal::Key(key(3, ApiKeyType::Feed, &[], None));
-        let admin_key = Principal::Key(key(4, ApiKeyType::Personal, &[], Some(admin.clone())));
-        let alice_key = Principal::Key(key(5, ApiKeyType::Personal, &[], Some(alice.clone())));
+        let full = Principal::Key(Arc::new(key(
+            1,
+            ApiKeyType::System,
+            &[SystemApi::FullControl],
+            None,
+        )));
+        let limited = Principal::Key(Arc::new(key(
+            2,
+            ApiKeyType::System,
+            &[SystemApi::Feeds],
+            None,
+        )));
+        let feed = Principal::Key(Arc::new(key(3, ApiKeyType::Feed, &[], None)));
+        let admin_key = Principal::Key(Arc::new(key(
+            4,
+            ApiKeyType::Personal,
+            &[],
+            Some(admin.clone()),
+        )));
+        let alice_key = Principal::Key(Arc::new(key(
+            5,
+            ApiKeyType::Personal,
+            &[],
+            Some(alice.clone()),
+        )));
         let alice_login = Principal::User(alice.clone());
 
         let alices = key(10, ApiKeyType::Personal, &[], Some(alice.clone()));

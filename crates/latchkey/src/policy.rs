@@ -325,7 +325,7 @@ mod tests {
         let mut orphan = key(ApiKeyType::Personal);
         orphan.user = None;
         let [full, feeds, sca, fk, gk, personal, orphan] =
-            [full, feeds, sca, fk, gk, personal, orphan].map(Principal::Key);
+            [full, feeds, sca, fk, gk, personal, orphan].map(|k| Principal::Key(k.into()));
         #[rustfmt::skip]
         let table: &[(&Principal, Need, bool)] = &[
             (&full, feed("x", Delete), true),
@@ -520,7 +520,7 @@ mod tests {
             k.system_apis = apis;
             k.feed = Some("f".into());
             k.package_permissions = vec![View, Add];
-            let who = Principal::Key(k);
+            let who = Principal::Key(k.into());
             prop_assert!(!reads_permissions(Some(&who)));
             prop_assert_eq!(allows(&model(ps), Some(&who), need), allows(&SecurityModel::default(), Some(&who), need));
         }

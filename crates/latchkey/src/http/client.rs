@@ -6,7 +6,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
+
+/// `X-Forwarded-For`.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// An IPv4 or IPv6 network in CIDR notation (`10.0.0.0/8`, `::1/128`); a
 /// bare address is a network of one.
@@ -104,7 +107,7 @@ impl TrustedProxies {
         }
         let mut client = peer;
         // Several headers read as one list, in order.
-        for value in headers.get_all("x-forwarded-for").iter().rev() {
+        for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
             for entry in value.as_bytes().rsplit(|b| *b == b',') {
                 let Some(addr) = parse_entry(entry) else {
                     return client;

@@ -143,14 +143,24 @@ fn permission_of(method: &[u8]) -> PackagePermission {
 }
 
 /// The first of these headers that is present.
-fn first_header<'h>(headers: &'h HeaderMap, names: [&str; 2]) -> Option<&'h HeaderValue> {
+fn first_header<'h>(headers: &'h HeaderMap, names: [&HeaderName; 2]) -> Option<&'h HeaderValue> {
     names.iter().find_map(|n| headers.get(*n))
 }
+
+/// The forwarded request's method and URI, as each proxy names them.
+static FORWARDED_METHOD: [HeaderName; 2] = [
+    HeaderName::from_static("x-forwarded-method"),
+    HeaderName::from_static("x-original-method"),
+];
+static FORWARDED_URI: [HeaderName; 2] = [
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-original-uri"),
+];
 
 /// Handles `/api/auth/forward` (any method).
 pub async fn forward(State(app): State<AppState>, req: Request) -> Response {
     let headers = req.headers();
-    let method = first_header(headers, ["x-forwarded-method", "x-original-method"])
+    let method = first_header(headers, [&FORWARDED_METHOD[0], &FORWARDED_METHOD[1]])
         .map_or(req.method().as_str().as_bytes(), HeaderValue::as_bytes);
     let requirement = match Requirement::parse(req.uri().query()) {
         Ok(r) => r,
@@ -169,7 +179,7 @@ pub async fn forward(State(app): State<AppState>, req: Request) -> Response {
         },
         None => None,
     };
-    let uri = first_header(headers, ["x-forwarded-uri", "x-original-uri"])
+    let uri = first_header(headers, [&FORWARDED_URI[0], &FORWARDED_URI[1]])
         .map(|v| String::from_utf8_lossy(v.as_bytes()));
     let forwarded_query = uri
         .as_deref()
@@ -263,6 +273,8 @@ fn label(p: &Principal) -> String {
 fn allowed(principal: Option<&Principal>, note: Option<&RequestNote>) -> Response {
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();
+    // Room for the identity headers at once, not grown twice.
+    h.reserve(4);
     let (principal_label, user) = match principal {
         None => (format!("user {ANONYMOUS}"), Some(ANONYMOUS)),
         Some(p) => {

@@ -174,7 +174,14 @@ async fn front_door(State(door): State<Arc<FrontDoor>>, mut req: Request, next: 
     let response = match admit(&door, req, client).await {
         Ok((req, body, health)) => {
             recording.set_body(&body);
-            let req = req.map(|()| Body::from(body));
+            // An empty body needs no allocation (forward auth never has one).
+            let req = req.map(|()| {
+                if body.is_empty() {
+                    Body::empty()
+                } else {
+                    Body::from(body)
+                }
+            });
             if health {
                 next.run(req).await
             } else {

@@ -132,7 +132,7 @@ fn valid(principal: Principal) -> VerifyResponse {
     if let Principal::Key(k) = principal {
         response.id = Some(k.id);
         response.key_type = Some(k.key_type);
-        response.display_name = k.display_name;
+        response.display_name = k.display_name.clone();
         response.expiration = k.expiration.map(proget_api::Expiration);
     }
     response
@@ -142,7 +142,7 @@ fn valid(principal: Principal) -> VerifyResponse {
 /// text), for every type of key; `403` for logins and pseudo-keys.
 pub async fn own_key(caller: Caller) -> Result<Response, AppError> {
     match caller.principal {
-        Principal::Key(k) => json_ok(&ApiKeyInfo::from(k)),
+        Principal::Key(k) => json_ok(&ApiKeyInfo::from(std::sync::Arc::unwrap_or_clone(k))),
         Principal::User(_) => Err(AppError::Forbidden {
             public: "only an API key has a key of its own; this request was made with a user name and password",
             cause: "api-keys/self called without a key".into(),

@@ -36,7 +36,7 @@ const MAX_CACHED_LIST: usize = 100;
 #[derive(Default)]
 struct State {
     generation: u64,
-    keys: HashMap<KeyDigest, StoredKey>,
+    keys: HashMap<KeyDigest, Arc<StoredKey>>,
     /// Where a key id appears, to invalidate by id.
     placed: HashMap<KeyId, Placement>,
     lists: HashMap<UserId, CachedList>,
@@ -207,21 +207,24 @@ impl Store for CachedStore {
         self.inner.ping().await
     }
 
-    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<StoredKey>, StoreError> {
+    async fn key_by_digest(
+        &self,
+        digest: &KeyDigest,
+    ) -> Result<Option<Arc<StoredKey>>, StoreError> {
         if !self.trusted() {
             return self.inner.key_by_digest(digest).await;
         }
         let generation = {
             let s = self.read();
             if let Some(k) = s.keys.get(digest) {
-                return Ok(Some(k.clone()));
+                return Ok(Some(Arc::clone(k)));
             }
             s.generation
         };
         let found = self.inner.key_by_digest(digest).await?;
         if let Some(k) = &found {
             self.fill(generation, |s| {
-                s.keys.insert(*digest, k.clone());
+                s.keys.insert(*digest, Arc::clone(k));
                 let digests = &mut s.placed.entry(k.id).or_default().digests;
                 if !digests.contains(digest) {
                     digests.push(*digest);
@@ -646,7 +649,7 @@ mod tests {
             "h1"
         );
         let cached = cache.key_by_digest(&digest).await.unwrap().unwrap();
-        assert!(cached.user.unwrap().groups.is_empty());
+        assert!(cached.user.clone().unwrap().groups.is_empty());
 
         cache
             .update_user(
@@ -671,7 +674,7 @@ mod tests {
         );
         let cached = cache.key_by_digest(&digest).await.unwrap().unwrap();
         assert!(
-            cached.user.unwrap().groups == ["Administrators"],
+            cached.user.clone().unwrap().groups == ["Administrators"],
             "group changes reach cached keys"
         );
 

@@ -166,7 +166,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// The key with this digest, with its owner (the hot path: one indexed lookup).
-    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<StoredKey>, StoreError>;
+    async fn key_by_digest(&self, digest: &KeyDigest)
+        -> Result<Option<Arc<StoredKey>>, StoreError>;
     /// The key with this id.
     async fn key_by_id(&self, id: KeyId) -> Result<Option<StoredKey>, StoreError>;
     /// All keys ordered by id, or only the personal keys of one user.

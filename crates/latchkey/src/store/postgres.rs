@@ -457,13 +457,16 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<StoredKey>, StoreError> {
+    async fn key_by_digest(
+        &self,
+        digest: &KeyDigest,
+    ) -> Result<Option<Arc<StoredKey>>, StoreError> {
         let row: Option<KeyRow> = sqlx::query_as(&BY_DIGEST)
             .bind(digest.as_bytes().as_slice())
             .bind(unix_now())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(StoredKey::try_from).transpose()
+        Ok(row.map(StoredKey::try_from).transpose()?.map(Arc::new))
     }
 
     async fn key_by_id(&self, id: KeyId) -> Result<Option<StoredKey>, StoreError> {

@@ -2,6 +2,7 @@
 //! through one writer connection, reads through a pool.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -426,14 +427,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<StoredKey>, StoreError> {
+    async fn key_by_digest(
+        &self,
+        digest: &KeyDigest,
+    ) -> Result<Option<Arc<StoredKey>>, StoreError> {
         // One look-up through the two unique indexes (current and previous text).
         let row: Option<KeyRow> = sqlx::query_as(&BY_DIGEST)
             .bind(digest.as_bytes().as_slice())
             .bind(unix_now())
             .fetch_optional(&self.readers)
             .await?;
-        row.map(StoredKey::try_from).transpose()
+        Ok(row.map(StoredKey::try_from).transpose()?.map(Arc::new))
     }
 
     async fn key_by_id(&self, id: KeyId) -> Result<Option<StoredKey>, StoreError> {
