@@ -15,6 +15,7 @@ pub struct Cli {
 
 /// Sub-commands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Runs the HTTP server.
     #[command(after_help = "\
@@ -134,6 +135,15 @@ pub struct ServeArgs {
     /// when it is https, console cookies are marked `Secure`.
     #[arg(long, env = "LATCHKEY_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Bearer token that GET /metrics requires (`Authorization: Bearer TOKEN`;
+    /// default: none, the metrics need no credential). Never logged.
+    #[arg(
+        long,
+        env = "LATCHKEY_METRICS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub metrics_token: Option<MetricsTokenText>,
     /// How long a console session may stay idle before it ends (e.g. 30m, 1h, 90s).
     #[arg(long, env = "LATCHKEY_SESSION_IDLE_TIMEOUT", default_value = "30m",
           value_parser = parse_duration_seconds)]
@@ -142,6 +152,27 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_SESSION_LIFETIME", default_value = "12h",
           value_parser = parse_duration_seconds)]
     pub session_lifetime: i64,
+}
+
+/// The text of `--metrics-token`, redacted in `Debug` output.
+#[derive(Clone)]
+pub struct MetricsTokenText(pub String);
+
+impl std::fmt::Debug for MetricsTokenText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::str::FromStr for MetricsTokenText {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Err("the metrics token must not be empty".into());
+        }
+        Ok(MetricsTokenText(text.to_owned()))
+    }
 }
 
 /// A sync lease: a number with `ms` or `s` (seconds when no unit), 100 ms to 1 hour.

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod http;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod secrets;
 pub mod server;

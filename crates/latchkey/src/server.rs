@@ -105,6 +105,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         leak_keys,
         console: crate::console::Settings::from_args(&args),
+        metrics_token: args
+            .metrics_token
+            .as_ref()
+            .map(|t| crate::http::metrics::MetricsToken::new(&t.0)),
     });
     // Installed before the listening line, so that no signal finds the default action.
     let signals = Signals::install()?;

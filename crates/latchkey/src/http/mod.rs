@@ -12,6 +12,7 @@ pub(crate) mod groups;
 mod health;
 pub mod leaked;
 pub mod limiter;
+pub mod metrics;
 pub(crate) mod permissions;
 mod rotate;
 pub(crate) mod tasks;
@@ -74,6 +75,8 @@ pub struct App {
     pub leak_keys: Option<leaked::LeakReportKeys>,
     /// The web console's session and cookie settings.
     pub console: crate::console::Settings,
+    /// The bearer token `/metrics` requires; `None`: no credential needed.
+    pub metrics_token: Option<metrics::MetricsToken>,
 }
 
 /// Shared state of the router.
@@ -115,6 +118,7 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         .route(paths::AUDIT_LIST, get(audit::list))
         .route(paths::HEALTH, get(health::health))
         .route(paths::HEALTH_JSON, get(health::health_json))
+        .route(crate::metrics::METRICS_PATH, get(metrics::metrics))
         .merge(crate::console::router())
         .fallback(not_found)
         .with_state(app)
@@ -169,6 +173,9 @@ async fn front_door(State(door): State<Arc<FrontDoor>>, mut req: Request, next: 
     if let Some(ip) = client {
         req.extensions_mut().insert(ClientAddr(ip));
     }
+    let started = Instant::now();
+    let route = crate::metrics::route_of(req.uri().path());
+    let method = crate::metrics::method_index(req.method());
     let mut logged = start_log(&mut req, client);
     let mut recording = access::Recording::start(req.extensions_mut());
     let response = match admit(&door, req, client).await {
@@ -186,7 +193,9 @@ async fn front_door(State(door): State<Arc<FrontDoor>>, mut req: Request, next: 
         }
         Err(refusal) => refusal,
     };
-    recording.finish(finish_log(response, logged.take()), &door.usage)
+    let response = recording.finish(finish_log(response, logged.take()), &door.usage);
+    crate::metrics::METRICS.request(route, method, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// Checks the head and reads the body; returns the request head, its body
@@ -496,6 +505,7 @@ async fn permissions_for(
 
 /// `429` for an address the limiter refuses, with `Retry-After` in whole seconds.
 fn too_many_failures(refusal: limiter::Refusal) -> Response {
+    crate::metrics::METRICS.auth(crate::metrics::AuthOutcome::Blocked);
     let wait = refusal.retry_after();
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let (text, cause) = match refusal {

@@ -161,6 +161,9 @@ async fn invalidate_many(
         .bind(targets)
         .fetch_one(&mut *conn)
         .await?;
+    crate::metrics::METRICS
+        .invalidations_sent
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(u64::try_from(seq).unwrap_or(0))
 }
 
