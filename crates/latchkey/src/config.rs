@@ -25,6 +25,8 @@ Environment only (never on the command line):
   LATCHKEY_SECRET          installation secret for key digests, shared by every node;
                            required on PostgreSQL (SQLite default: generated once into
                            <data-dir>/secret, mode 0600)
+  LATCHKEY_PREVIOUS_SECRET the secret before a rotation, still accepted
+                           (default: <data-dir>/secret.previous if present)
   RUST_LOG                 log level (default: info)
 
 Examples:
@@ -32,6 +34,17 @@ Examples:
   latchkey serve --listen 0.0.0.0:8624 --data-dir /var/lib/latchkey
   latchkey serve --database-url postgres://latchkey@db.internal/latchkey")]
     Serve(ServeArgs),
+    /// Checks the settings `serve` would start with, changing nothing: the
+    /// listen address, the data directory, the secret, the database
+    /// (reachable, migrations, secret fingerprint), the leak-report keys, the
+    /// public URL. Prints `configuration ok` (exit 0) or `error: …` (exit 1).
+    #[command(after_help = "\
+Takes the same flags and environment variables as `latchkey serve`.
+
+Examples:
+  latchkey check-config --data-dir /var/lib/latchkey
+  LATCHKEY_SECRET=... latchkey check-config --database-url postgres://latchkey@db.internal/latchkey")]
+    CheckConfig(ServeArgs),
     /// Replaces <data-dir>/secret with a new one, keeping the old as
     /// secret.previous; keys are re-keyed on first use. Restart the server afterwards.
     RotateSecret {
@@ -132,7 +145,7 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_LEAK_REPORT_KEYS", value_name = "FILE")]
     pub leak_report_keys: Option<PathBuf>,
     /// The URL people reach this server at (e.g. https://keys.example.com);
-    /// when it is https, console cookies are marked `Secure`.
+    /// when it is https, console cookies are marked `Secure` (default: none).
     #[arg(long, env = "LATCHKEY_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Bearer token that GET /metrics requires (`Authorization: Bearer TOKEN`;

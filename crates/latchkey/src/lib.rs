@@ -7,6 +7,7 @@
 //! all use the types of `domain`.
 
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod console;
 pub mod domain;

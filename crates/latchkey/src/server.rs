@@ -634,7 +634,7 @@ impl Signals {
 }
 
 /// The path of an SQLite URL's database file; `None` for PostgreSQL and `:memory:`.
-fn sqlite_path(url: &str) -> Option<PathBuf> {
+pub(crate) fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url.strip_prefix("sqlite:")?;
     let path = rest.trim_start_matches("//");
     let path = path.split('?').next().unwrap_or(path);

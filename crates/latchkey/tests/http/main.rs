@@ -6,6 +6,7 @@ mod common;
 
 mod audit;
 mod auth;
+mod cli;
 mod delete;
 mod floods;
 mod forward;
