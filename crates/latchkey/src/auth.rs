@@ -299,6 +299,19 @@ impl AuthError {
     }
 }
 
+/// The metrics outcome of a verification; `None` for what is not a
+/// verdict on a credential (disabled pseudo-keys, saturation, store errors).
+fn outcome_of(verified: &Result<Principal, AuthError>) -> Option<crate::metrics::AuthOutcome> {
+    use crate::metrics::AuthOutcome;
+    match verified {
+        Ok(_) => Some(AuthOutcome::Ok),
+        Err(AuthError::UnknownKey | AuthError::BadChecksum) => Some(AuthOutcome::Unknown),
+        Err(AuthError::Expired(_)) => Some(AuthOutcome::Expired),
+        Err(AuthError::BadLogin) => Some(AuthOutcome::WrongPassword),
+        Err(_) => None,
+    }
+}
+
 /// Upper bound on cached logins; the cache is cleared when it is reached.
 const LOGIN_CACHE_MAX: usize = 10_000;
 
@@ -360,13 +373,17 @@ impl Authenticator {
         credential: Option<Credential>,
         client: Option<IpAddr>,
     ) -> Result<Principal, AuthError> {
-        match credential.ok_or(AuthError::Missing)? {
+        let verified = match credential.ok_or(AuthError::Missing)? {
             Credential::Key(key) => self.verify_key(&key).await,
             Credential::PseudoKey { .. } if !self.pseudo_keys => Err(AuthError::PseudoKeysDisabled),
             Credential::PseudoKey { user, password } | Credential::Login { user, password } => {
                 self.verify_login(&user, &password, client).await
             }
+        };
+        if let Some(outcome) = outcome_of(&verified) {
+            crate::metrics::METRICS.auth(outcome);
         }
+        verified
     }
 
     async fn verify_key(&self, key: &str) -> Result<Principal, AuthError> {

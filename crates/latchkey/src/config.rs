@@ -15,6 +15,7 @@ pub struct Cli {
 
 /// Sub-commands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Runs the HTTP server.
     #[command(after_help = "\
@@ -24,6 +25,8 @@ Environment only (never on the command line):
   LATCHKEY_SECRET          installation secret for key digests, shared by every node;
                            required on PostgreSQL (SQLite default: generated once into
                            <data-dir>/secret, mode 0600)
+  LATCHKEY_PREVIOUS_SECRET the secret before a rotation, still accepted
+                           (default: <data-dir>/secret.previous if present)
   RUST_LOG                 log level (default: info)
 
 Examples:
@@ -31,6 +34,17 @@ Examples:
   latchkey serve --listen 0.0.0.0:8624 --data-dir /var/lib/latchkey
   latchkey serve --database-url postgres://latchkey@db.internal/latchkey")]
     Serve(ServeArgs),
+    /// Checks the settings `serve` would start with, changing nothing: the
+    /// listen address, the data directory, the secret, the database
+    /// (reachable, migrations, secret fingerprint), the leak-report keys, the
+    /// public URL. Prints `configuration ok` (exit 0) or `error: …` (exit 1).
+    #[command(after_help = "\
+Takes the same flags and environment variables as `latchkey serve`.
+
+Examples:
+  latchkey check-config --data-dir /var/lib/latchkey
+  LATCHKEY_SECRET=... latchkey check-config --database-url postgres://latchkey@db.internal/latchkey")]
+    CheckConfig(ServeArgs),
     /// Replaces <data-dir>/secret with a new one, keeping the old as
     /// secret.previous; keys are re-keyed on first use. Restart the server afterwards.
     RotateSecret {
@@ -131,9 +145,18 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_LEAK_REPORT_KEYS", value_name = "FILE")]
     pub leak_report_keys: Option<PathBuf>,
     /// The URL people reach this server at (e.g. https://keys.example.com);
-    /// when it is https, console cookies are marked `Secure`.
+    /// when it is https, console cookies are marked `Secure` (default: none).
     #[arg(long, env = "LATCHKEY_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Bearer token that GET /metrics requires (`Authorization: Bearer TOKEN`;
+    /// default: none, the metrics need no credential). Never logged.
+    #[arg(
+        long,
+        env = "LATCHKEY_METRICS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub metrics_token: Option<MetricsTokenText>,
     /// How long a console session may stay idle before it ends (e.g. 30m, 1h, 90s).
     #[arg(long, env = "LATCHKEY_SESSION_IDLE_TIMEOUT", default_value = "30m",
           value_parser = parse_duration_seconds)]
@@ -142,6 +165,27 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_SESSION_LIFETIME", default_value = "12h",
           value_parser = parse_duration_seconds)]
     pub session_lifetime: i64,
+}
+
+/// The text of `--metrics-token`, redacted in `Debug` output.
+#[derive(Clone)]
+pub struct MetricsTokenText(pub String);
+
+impl std::fmt::Debug for MetricsTokenText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::str::FromStr for MetricsTokenText {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Err("the metrics token must not be empty".into());
+        }
+        Ok(MetricsTokenText(text.to_owned()))
+    }
 }
 
 /// A sync lease: a number with `ms` or `s` (seconds when no unit), 100 ms to 1 hour.

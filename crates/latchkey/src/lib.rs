@@ -7,12 +7,14 @@
 //! all use the types of `domain`.
 
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod console;
 pub mod domain;
 pub mod http;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod secrets;
 pub mod server;

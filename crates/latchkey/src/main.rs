@@ -18,15 +18,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(latchkey::server::serve(args)),
-        Command::RotateSecret { data_dir } => {
-            latchkey::server::rotate_secret(&data_dir).map(|()| {
-                println!("rotated the installation secret; restart latchkey to use it");
-            })
-        }
-        Command::ResetAdmin(args) => runtime.block_on(latchkey::server::reset_admin(args)),
-    };
+    let result =
+        match cli.command {
+            Command::Serve(args) => runtime.block_on(latchkey::server::serve(args)),
+            Command::RotateSecret { data_dir } => {
+                latchkey::server::rotate_secret(&data_dir).map(|()| {
+                    println!("rotated the installation secret; restart latchkey to use it");
+                })
+            }
+            Command::CheckConfig(args) => runtime
+                .block_on(latchkey::check::check_config(&args))
+                .map(|notes| {
+                    for note in notes {
+                        eprintln!("note: {note}");
+                    }
+                    println!("configuration ok");
+                }),
+            Command::ResetAdmin(args) => runtime.block_on(latchkey::server::reset_admin(args)),
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

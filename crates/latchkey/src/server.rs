@@ -111,6 +111,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         leak_keys,
         console: crate::console::Settings::from_args(&args),
+        metrics_token: args
+            .metrics_token
+            .as_ref()
+            .map(|t| crate::http::metrics::MetricsToken::new(&t.0)),
     });
     // Installed before the listening line, so that no signal finds the default action.
     let signals = Signals::install()?;
@@ -636,7 +640,7 @@ impl Signals {
 }
 
 /// The path of an SQLite URL's database file; `None` for PostgreSQL and `:memory:`.
-fn sqlite_path(url: &str) -> Option<PathBuf> {
+pub(crate) fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url.strip_prefix("sqlite:")?;
     let path = rest.trim_start_matches("//");
     let path = path.split('?').next().unwrap_or(path);

@@ -180,18 +180,26 @@ impl Usage {
         let size = body_bytes(&entry);
         if self.queued.fetch_add(size, Ordering::Relaxed) + size > MAX_QUEUED_BYTES {
             self.queued.fetch_sub(size, Ordering::Relaxed);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.drop_one();
             return;
         }
         if self.queue.try_send(Event::Entry(entry)).is_err() {
             self.queued.fetch_sub(size, Ordering::Relaxed);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.drop_one();
         }
+    }
+
+    /// Counts a dropped use or entry (for the log line and the metrics).
+    fn drop_one(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::METRICS
+            .access_log_dropped
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn send(&self, event: Event) {
         if self.queue.try_send(event).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.drop_one();
         }
     }
 }
@@ -237,13 +245,22 @@ async fn writer(
         let (batch, waiting) = into_batch(buf.drain(..));
         let size: usize = batch.entries.iter().map(body_bytes).sum();
         queued.fetch_sub(size, Ordering::Relaxed);
+        let entries = batch.entries.len() as u64;
+        let metrics = &crate::metrics::METRICS;
         if let Err(e) = store.record_usage(&batch).await {
+            metrics
+                .access_log_dropped
+                .fetch_add(entries, Ordering::Relaxed);
             tracing::warn!(
                 error = %format!("{:#}", anyhow::Error::from(e)),
                 uses = batch.uses.len(),
                 entries = batch.entries.len(),
                 "usage batch lost: the database refused it"
             );
+        } else {
+            metrics
+                .access_log_written
+                .fetch_add(entries, Ordering::Relaxed);
         }
         for w in waiting {
             let _ = w.send(());

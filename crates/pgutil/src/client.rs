@@ -46,6 +46,10 @@ pub fn parse_server_url(text: &str) -> Option<Url> {
     Some(url)
 }
 
+/// The line after a documented `--url error: Invalid url.`: what a valid one looks like.
+pub const URL_HINT: &str =
+    "error: a server url starts with http:// or https:// and names a host, e.g. https://proget.example.com/";
+
 /// Whether `--source` names a URL rather than a configured source.
 fn looks_like_url(source: &str) -> bool {
     let lower = source.trim_start().to_ascii_lowercase();
@@ -68,7 +72,7 @@ pub fn resolve(options: &ServerOptions) -> Result<Target, Error> {
     let (url, stored) = match options.source.as_deref() {
         Some(text) if looks_like_url(text) => {
             let url = parse_server_url(text)
-                .ok_or_else(|| Error::Usage("--source error: Invalid url.".into()))?;
+                .ok_or_else(|| Error::Usage(format!("--source error: Invalid url.\n{URL_HINT}")))?;
             (url, None)
         }
         named => {
@@ -131,6 +135,8 @@ pub enum ApiError {
         status: u16,
         /// The answer's text, as one sanitised line (possibly empty).
         said: String,
+        /// The answer's `Retry-After`, in seconds, when it had one.
+        retry_after: Option<u64>,
     },
     /// The server answered with a redirect, which is not followed so that the
     /// credential is never sent elsewhere.
@@ -220,6 +226,13 @@ impl ApiError {
             ),
             ApiError::Status { status: 404, .. } => format!(
                 "error: {action} failed: not found (404){said}; check that --source points at a ProGet-compatible server"
+            ),
+            ApiError::Status { status: 429, retry_after, .. } => format!(
+                "error: {action} was refused: too many requests (429){said}; wait {} and try again",
+                retry_after.map_or_else(
+                    || "a minute".to_owned(),
+                    |s| format!("{s} second{}", if s == 1 { "" } else { "s" })
+                )
             ),
             ApiError::Status { status, .. } if *status >= 500 => format!(
                 "error: {action} failed with a server error ({status}){said}; try again, and if it persists see the server's log"
@@ -322,24 +335,33 @@ impl Client {
     }
 
     fn execute(&self, request: RequestBuilder) -> Result<String, ApiError> {
-        let (status, body) = self.exchange(request)?;
+        let (status, body, retry_after) = self.exchange(request)?;
         if !(200..300).contains(&status) {
             return Err(ApiError::Status {
                 status,
                 said: one_line(&body, 300),
+                retry_after,
             });
         }
         Ok(body)
     }
 
     /// Sends a request; the status and body (as text) of any non-redirect answer.
-    fn exchange(&self, request: RequestBuilder) -> Result<(u16, String), ApiError> {
-        let (status, body) = self.exchange_bytes(request)?;
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    fn exchange(&self, request: RequestBuilder) -> Result<(u16, String, Option<u64>), ApiError> {
+        let (status, body, retry_after) = self.exchange_bytes(request)?;
+        Ok((
+            status,
+            String::from_utf8_lossy(&body).into_owned(),
+            retry_after,
+        ))
     }
 
-    /// Sends a request; the status and body, unchanged, of any non-redirect answer.
-    fn exchange_bytes(&self, request: RequestBuilder) -> Result<(u16, Vec<u8>), ApiError> {
+    /// Sends a request; the status, body (unchanged) and `Retry-After`
+    /// seconds of any non-redirect answer.
+    fn exchange_bytes(
+        &self,
+        request: RequestBuilder,
+    ) -> Result<(u16, Vec<u8>, Option<u64>), ApiError> {
         let response = request.send().map_err(|e| self.transport(&e))?;
         let status = response.status();
         if status.is_redirection() {
@@ -353,13 +375,18 @@ impl Client {
                 location,
             });
         }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let body = read_body(response).map_err(|reason| ApiError::Transport {
             url: self.display_url(),
             reason,
             connect: false,
             timed_out: false,
         })?;
-        Ok((status.as_u16(), body))
+        Ok((status.as_u16(), body, retry_after))
     }
 
     fn transport(&self, e: &reqwest::Error) -> ApiError {
@@ -388,11 +415,13 @@ impl Client {
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<String, ApiError> {
-        let (status, body) = self.exchange_bytes(self.request(Method::GET, path, query)?)?;
+        let (status, body, retry_after) =
+            self.exchange_bytes(self.request(Method::GET, path, query)?)?;
         if !(200..300).contains(&status) {
             return Err(ApiError::Status {
                 status,
                 said: one_line(&String::from_utf8_lossy(&body), 300),
+                retry_after,
             });
         }
         let text = String::from_utf8(body)
@@ -404,12 +433,13 @@ impl Client {
     /// `GET path`, answer read as JSON even with an error status (health
     /// reports describe failures in the body).
     pub fn get_json_any_status<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
-        let (status, body) = self.exchange(self.request(Method::GET, path, &[])?)?;
+        let (status, body, retry_after) = self.exchange(self.request(Method::GET, path, &[])?)?;
         match decode(&body) {
             Ok(value) => Ok(value),
             Err(_) if !(200..300).contains(&status) => Err(ApiError::Status {
                 status,
                 said: one_line(&body, 300),
+                retry_after,
             }),
             Err(e) => Err(e),
         }
@@ -526,6 +556,7 @@ mod tests {
         let refused = ApiError::Status {
             status: 403,
             said: "invalid API key".into(),
+            retry_after: None,
         };
         assert_eq!(
             refused.describe("listing API keys").to_string(),

@@ -26,7 +26,10 @@ pub fn login_password(user: &str, missing: &str, advice: &str) -> Result<String,
     }
     let password = ask(&format!("Password for {}: ", printable(user)))?;
     if password.is_empty() {
-        return Err(Error::Usage("error: the password is empty".into()));
+        return Err(Error::Usage(
+            "error: the password is empty; run the command again and type a non-empty password"
+                .into(),
+        ));
     }
     Ok(password)
 }

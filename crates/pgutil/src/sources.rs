@@ -3,7 +3,7 @@
 use proget_api::{paths, HealthInfo};
 
 use crate::cli::{SourcesAddArgs, SourcesCommand};
-use crate::client::{parse_server_url, Client, Target};
+use crate::client::{parse_server_url, Client, Target, URL_HINT};
 use crate::config::{config_path, obfuscate, Config, Source};
 use crate::error::Error;
 use crate::output::{note, print, printable, source_list, source_list_json};
@@ -44,7 +44,7 @@ pub fn run(command: SourcesCommand) -> Result<(), Error> {
             config.sources.retain(|s| !s.is_named(&args.name));
             if config.sources.len() == before {
                 return Err(Error::Failed(format!(
-                    "Source {} not found.",
+                    "Source {} not found.\nerror: see the configured names with `pgutil sources list`",
                     printable(&args.name)
                 )));
             }
@@ -63,7 +63,9 @@ fn new_source(args: SourcesAddArgs) -> Result<Source, Error> {
         ));
     }
     if parse_server_url(&args.url).is_none() {
-        return Err(Error::Usage("--url error: Invalid url.".into()));
+        return Err(Error::Usage(format!(
+            "--url error: Invalid url.\n{URL_HINT}"
+        )));
     }
     if let Some(feed) = &args.feed {
         if feed.trim().is_empty() || feed.trim() != feed {

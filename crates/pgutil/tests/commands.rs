@@ -535,7 +535,9 @@ fn sources_add_list_use_remove() {
         .args(["sources", "remove", "--name=users"])
         .assert()
         .code(1)
-        .stderr("Source users not found.\n");
+        .stderr(
+            "Source users not found.\nerror: see the configured names with `pgutil sources list`\n",
+        );
     config
         .pgutil()
         .args(["sources", "list"])
@@ -599,7 +601,7 @@ fn sources_add_validates_name_and_url() {
         .args(["sources", "add", "--name=x", "--url=not a url"])
         .assert()
         .code(2)
-        .stderr("--url error: Invalid url.\n");
+        .stderr("--url error: Invalid url.\nerror: a server url starts with http:// or https:// and names a host, e.g. https://proget.example.com/\n");
     assert!(!config.path().exists(), "nothing is written on bad input");
 }
 
@@ -876,4 +878,85 @@ fn rotate_of_an_unknown_key_says_not_found_and_a_bad_grace_is_a_usage_error() {
         .code(2)
         .stdout("")
         .stderr(predicate::str::contains("--grace"));
+}
+
+#[test]
+fn too_many_requests_says_to_wait_the_servers_retry_after() {
+    let server = Server::start_with_env(&[
+        ("LATCHKEY_AUTH_FAILURE_LIMIT", "1"),
+        ("LATCHKEY_AUTH_BLOCK_SECONDS", "120"),
+    ]);
+    let config = Config::new();
+    let list = |key: &str| {
+        config
+            .pgutil()
+            .args([
+                "apikeys",
+                "list",
+                &server.source_arg(),
+                &format!("--api-key={key}"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let first = list("not-a-real-key");
+    assert!(stderr_of(&first).starts_with("error: listing API keys was refused (403)"));
+    let blocked = list("not-a-real-key");
+    assert_eq!(blocked.status.code(), Some(1));
+    let message = stderr_of(&blocked);
+    assert!(
+        message.starts_with("error: listing API keys was refused: too many requests (429)"),
+        "{message}"
+    );
+    let seconds: u64 = message
+        .split("wait ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no wait in {message}"));
+    assert!((100..=120).contains(&seconds), "{message}");
+    assert!(
+        message.trim_end().ends_with("seconds and try again"),
+        "{message}"
+    );
+    assert!(!message.contains("--source"), "{message}");
+}
+
+#[test]
+fn every_error_line_starts_with_error_or_a_documented_option_form() {
+    let config = Config::new();
+    let runs: Vec<Vec<String>> = vec![
+        vec![
+            "sources".into(),
+            "add".into(),
+            "--name=x".into(),
+            "--url=ftp://x".into(),
+        ],
+        vec!["sources".into(), "remove".into(), "--name=none".into()],
+        vec!["apikeys".into(), "list".into(), "--source=http://".into()],
+        vec![
+            "apikeys".into(),
+            "list".into(),
+            format!("--source={}", closed_port_url()),
+        ],
+        vec!["apikeys".into(), "list".into()],
+    ];
+    for args in runs {
+        let out = config.pgutil().args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = stderr_of(&out);
+        assert!(!stderr.is_empty(), "{args:?}");
+        for line in stderr.lines() {
+            let documented = [
+                "--url error: ",
+                "--source error: ",
+                "--name error: ",
+                "Source ",
+            ];
+            assert!(
+                line.starts_with("error: ") || documented.iter().any(|d| line.starts_with(d)),
+                "{args:?}: {line}"
+            );
+        }
+    }
 }

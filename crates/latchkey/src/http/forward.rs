@@ -230,6 +230,7 @@ pub async fn forward(State(app): State<AppState>, req: Request) -> Response {
         return match &principal {
             None => unauthorized(AuthError::Missing.to_string().as_str()),
             Some(p) => {
+                crate::metrics::METRICS.auth(crate::metrics::AuthOutcome::Forbidden);
                 if let Some(note) = note {
                     let _ = note.0.set(label(p));
                 }

@@ -411,6 +411,22 @@ impl Limiter {
             .sum()
     }
 
+    /// Number of addresses blocked now (read at scrape time: each shard is
+    /// locked in turn, never all at once).
+    pub fn blocked_now(&self) -> usize {
+        let now = Instant::now();
+        self.shards
+            .iter()
+            .map(|s| {
+                let shard = s.lock().unwrap_or_else(|e| e.into_inner());
+                shard
+                    .values()
+                    .filter(|e| e.blocked_at(now).is_some())
+                    .count()
+            })
+            .sum()
+    }
+
     /// Whether no address is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

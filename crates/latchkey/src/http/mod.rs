@@ -12,6 +12,7 @@ pub(crate) mod groups;
 mod health;
 pub mod leaked;
 pub mod limiter;
+pub mod metrics;
 pub(crate) mod permissions;
 mod rotate;
 pub(crate) mod tasks;
@@ -74,6 +75,8 @@ pub struct App {
     pub leak_keys: Option<leaked::LeakReportKeys>,
     /// The web console's session and cookie settings.
     pub console: crate::console::Settings,
+    /// The bearer token `/metrics` requires; `None`: no credential needed.
+    pub metrics_token: Option<metrics::MetricsToken>,
 }
 
 /// Shared state of the router.
@@ -115,6 +118,7 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         .route(paths::AUDIT_LIST, get(audit::list))
         .route(paths::HEALTH, get(health::health))
         .route(paths::HEALTH_JSON, get(health::health_json))
+        .route(crate::metrics::METRICS_PATH, get(metrics::metrics))
         .merge(crate::console::router())
         .fallback(not_found)
         .with_state(app)
@@ -169,7 +173,10 @@ async fn front_door(State(door): State<Arc<FrontDoor>>, mut req: Request, next: 
     if let Some(ip) = client {
         req.extensions_mut().insert(ClientAddr(ip));
     }
-    let mut logged = start_log(&mut req, client);
+    let started = Instant::now();
+    let route = crate::metrics::route_of(req.uri().path());
+    let method = crate::metrics::method_index(req.method());
+    let mut logged = start_log(&mut req, client, started);
     let mut recording = access::Recording::start(req.extensions_mut());
     let response = match admit(&door, req, client).await {
         Ok((req, body, health)) => {
@@ -193,7 +200,11 @@ async fn front_door(State(door): State<Arc<FrontDoor>>, mut req: Request, next: 
         }
         Err(refusal) => refusal,
     };
-    recording.finish(finish_log(response, logged.take()), &door.usage)
+    // One clock read for the log line and the metrics.
+    let took = started.elapsed();
+    let response = recording.finish(finish_log(response, logged.take(), took), &door.usage);
+    crate::metrics::METRICS.request(route, method, response.status().as_u16(), took);
+    response
 }
 
 /// Checks the head and reads the body; returns the request head, its body
@@ -326,13 +337,13 @@ impl Drop for LogStart {
     }
 }
 
-fn start_log(req: &mut Request, client: Option<std::net::IpAddr>) -> LogStart {
+fn start_log(req: &mut Request, client: Option<std::net::IpAddr>, start: Instant) -> LogStart {
     LogStart(tracing::enabled!(tracing::Level::INFO).then(|| {
         let note = RequestNote::default();
         req.extensions_mut().insert(note.clone());
         let path: String = req.uri().path().chars().take(200).collect();
         LogEntry {
-            start: Instant::now(),
+            start,
             method: req.method().clone(),
             path,
             client,
@@ -343,7 +354,7 @@ fn start_log(req: &mut Request, client: Option<std::net::IpAddr>) -> LogStart {
 
 /// Gives a bodiless error a `text/plain` body, then logs one line for the
 /// request (never the query string, which may hold a key).
-fn finish_log(mut response: Response, logged: Option<LogEntry>) -> Response {
+fn finish_log(mut response: Response, logged: Option<LogEntry>, took: Duration) -> Response {
     let status = response.status();
     if (status.is_client_error() || status.is_server_error())
         && !response.headers().contains_key(header::CONTENT_TYPE)
@@ -366,7 +377,7 @@ fn finish_log(mut response: Response, logged: Option<LogEntry>) -> Response {
             path = e.path,
             client = e.client.map(tracing::field::display),
             status = status.as_u16(),
-            latency_us = e.start.elapsed().as_micros() as u64,
+            latency_us = took.as_micros() as u64,
             caller = e.note.0.get().map(String::as_str),
             cause,
             "request"
@@ -503,6 +514,7 @@ async fn permissions_for(
 
 /// `429` for an address the limiter refuses, with `Retry-After` in whole seconds.
 fn too_many_failures(refusal: limiter::Refusal) -> Response {
+    crate::metrics::METRICS.auth(crate::metrics::AuthOutcome::Blocked);
     let wait = refusal.retry_after();
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let (text, cause) = match refusal {

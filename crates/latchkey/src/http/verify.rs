@@ -84,6 +84,7 @@ pub async fn verify(State(app): State<AppState>, req: Request) -> Response {
         );
     }
     if !verdict {
+        crate::metrics::METRICS.auth(crate::metrics::AuthOutcome::Forbidden);
         return answer(&refused(VerifyCode::Forbidden));
     }
     answer(&valid(principal))

@@ -26,6 +26,7 @@ use crate::domain::{
     name_key, AuditContext, AuditQuery, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission,
     PermissionId, SecurityModel, StoredKey, User, UserChange, UserId, UserLogin,
 };
+use crate::metrics::{CacheKind, METRICS};
 use proget_api::{ApiKeyInfo, AuditEntry};
 
 /// Most entries of each kind before the cache starts over.
@@ -163,6 +164,7 @@ impl CachedStore {
         let generation = {
             let s = self.read();
             if let Some(list) = s.lists.get(&user) {
+                METRICS.cache(CacheKind::KeyLists, true);
                 return Ok(CachedList {
                     keys: list.keys.clone(),
                     json: list.json.clone(),
@@ -170,6 +172,7 @@ impl CachedStore {
             }
             s.generation
         };
+        METRICS.cache(CacheKind::KeyLists, false);
         let keys = self.inner.list_keys(Some(user)).await?;
         let infos: Vec<ApiKeyInfo> = keys.iter().cloned().map(ApiKeyInfo::from).collect();
         let json =
@@ -212,15 +215,18 @@ impl Store for CachedStore {
         digest: &KeyDigest,
     ) -> Result<Option<Arc<StoredKey>>, StoreError> {
         if !self.trusted() {
+            METRICS.cache(CacheKind::Keys, false);
             return self.inner.key_by_digest(digest).await;
         }
         let generation = {
             let s = self.read();
             if let Some(k) = s.keys.get(digest) {
+                METRICS.cache(CacheKind::Keys, true);
                 return Ok(Some(Arc::clone(k)));
             }
             s.generation
         };
+        METRICS.cache(CacheKind::Keys, false);
         let found = self.inner.key_by_digest(digest).await?;
         if let Some(k) = &found {
             self.fill(generation, |s| {
@@ -337,16 +343,19 @@ impl Store for CachedStore {
 
     async fn user_login(&self, name: &str) -> Result<Option<UserLogin>, StoreError> {
         if !self.trusted() {
+            METRICS.cache(CacheKind::Logins, false);
             return self.inner.user_login(name).await;
         }
         let name = name_key(name);
         let generation = {
             let s = self.read();
             if let Some(login) = s.logins.get(&name) {
+                METRICS.cache(CacheKind::Logins, true);
                 return Ok(Some(login.clone()));
             }
             s.generation
         };
+        METRICS.cache(CacheKind::Logins, false);
         let found = self.inner.user_login(&name).await?;
         if let Some(login) = &found {
             self.fill(generation, |s| {
@@ -391,15 +400,18 @@ impl Store for CachedStore {
 
     async fn security(&self) -> Result<Arc<SecurityModel>, StoreError> {
         if !self.trusted() {
+            METRICS.cache(CacheKind::Security, false);
             return self.inner.security().await;
         }
         let generation = {
             let s = self.read();
             if let Some(model) = &s.security {
+                METRICS.cache(CacheKind::Security, true);
                 return Ok(model.clone());
             }
             s.generation
         };
+        METRICS.cache(CacheKind::Security, false);
         let model = self.inner.security().await?;
         self.fill(generation, |s| s.security = Some(model.clone()));
         Ok(model)

@@ -446,6 +446,32 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
+/// What `latchkey check-config` reads from a database, changing nothing.
+#[derive(Debug)]
+pub struct DatabaseState {
+    /// Migrations recorded as applied.
+    pub applied: Vec<i64>,
+    /// Migrations this binary knows.
+    pub known: Vec<i64>,
+    /// The recorded fingerprint of the installation secret, if any.
+    pub fingerprint: Option<String>,
+}
+
+/// Reads a database's migration state and secret fingerprint without
+/// changing anything (SQLite: read-only, after `PRAGMA quick_check`);
+/// `None` for an SQLite file that does not exist yet.
+pub async fn inspect(url: &str) -> Result<Option<DatabaseState>, StoreError> {
+    if url.starts_with("sqlite:") {
+        sqlite::inspect(url).await
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::inspect(url).await.map(Some)
+    } else {
+        Err(StoreError::Other(anyhow::anyhow!(
+            "unsupported database URL scheme (expected sqlite:// or postgres://)"
+        )))
+    }
+}
+
 /// The default SQLite URL for a data directory.
 pub fn sqlite_url_for(data_dir: &Path) -> String {
     format!("sqlite://{}/latchkey.db", data_dir.display())

@@ -6,6 +6,7 @@
 //! forgetting nodes, pruning the log, and the writer's wait.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::time::Instant;
 
 use super::coherence::{self, Entry, Invalidation, Lease, Position, Step};
 use super::{CachedStore, PostgresStore, Store, StoreError};
+use crate::metrics::METRICS;
 
 /// Channel of the invalidation log's notifications (payload: the sequence number).
 const INVALIDATION_CHANNEL: &str = "latchkey_invalidation";
@@ -85,6 +87,12 @@ impl Node {
     /// plus the margin after `committed`. Failures to read the node table
     /// only make it wait the whole time.
     pub async fn settle(&self, seq: u64, committed: Duration) {
+        let started = Instant::now();
+        self.wait_for_acks(seq, committed).await;
+        METRICS.ack_wait.observe(started.elapsed());
+    }
+
+    async fn wait_for_acks(&self, seq: u64, committed: Duration) {
         let lease = self.lease.length();
         let margin = coherence::margin(lease);
         let deadline = committed + lease + margin;
@@ -200,6 +208,7 @@ impl Node {
 /// id takes over its own row at once, so that writers never wait on the row
 /// a killed process left behind.
 pub async fn open(url: &str, lease: Duration, node_id: &str) -> Result<Arc<dyn Store>, StoreError> {
+    METRICS.postgres.store(true, Relaxed);
     let pg = Arc::new(PostgresStore::open(url).await?);
     let base = pg
         .options()
@@ -420,9 +429,13 @@ async fn drive(
             Step::Apply(changes) => {
                 for what in changes {
                     cache.apply(what);
+                    METRICS.invalidations_applied.fetch_add(1, Relaxed);
                 }
             }
-            Step::StartOver => cache.apply(Invalidation::All),
+            Step::StartOver => {
+                cache.apply(Invalidation::All);
+                METRICS.invalidations_applied.fetch_add(1, Relaxed);
+            }
         }
         if position.applied() != acked {
             match ack(&node.pool, &node.id, position.applied()).await {

@@ -157,6 +157,41 @@ impl PostgresStore {
     }
 }
 
+/// See [`super::inspect`].
+pub(super) async fn inspect(url: &str) -> Result<super::DatabaseState, StoreError> {
+    use sqlx::Connection;
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| anyhow::Error::new(e).context("invalid PostgreSQL URL"))?
+        .application_name("latchkey check-config");
+    let mut conn = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| anyhow::anyhow!("the PostgreSQL server did not answer in time"))?
+        .map_err(|e| anyhow::Error::new(e).context("cannot connect to the PostgreSQL database"))?;
+    let has = |table: &'static str| {
+        sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL").bind(table)
+    };
+    let applied = if has("_sqlx_migrations").fetch_one(&mut conn).await? {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&mut conn)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let fingerprint = if has("settings").fetch_one(&mut conn).await? {
+        sqlx::query_scalar("SELECT value FROM settings WHERE name = 'secret_fingerprint'")
+            .fetch_optional(&mut conn)
+            .await?
+    } else {
+        None
+    };
+    let _ = sqlx::Connection::close(conn).await;
+    Ok(super::DatabaseState {
+        applied,
+        known: MIGRATOR.iter().map(|m| m.version).collect(),
+        fingerprint,
+    })
+}
+
 /// Proof that a change appended to the invalidation log; spent by
 /// [`PostgresStore::settle`] or [`PostgresStore::publish`] after the commit.
 #[must_use = "after the commit, settle or publish the change"]
@@ -183,6 +218,9 @@ async fn invalidate_many(
         .bind(targets)
         .execute(&mut *conn)
         .await?;
+    crate::metrics::METRICS
+        .invalidations_sent
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(Logged)
 }
 

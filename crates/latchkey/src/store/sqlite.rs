@@ -182,6 +182,54 @@ impl SqliteStore {
 
 /// Runs `PRAGMA quick_check`: a corrupt file is refused at start rather than
 /// failing request after request.
+/// See [`super::inspect`].
+pub(super) async fn inspect(url: &str) -> Result<Option<super::DatabaseState>, StoreError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| anyhow::Error::new(e).context("invalid SQLite URL"))?;
+    if !options.get_filename().exists() {
+        return Ok(None);
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.read_only(true))
+        .await
+        .map_err(|e| anyhow::Error::new(e).context("cannot open the SQLite database"))?;
+    let state = async {
+        quick_check(&pool).await?;
+        let has = |table: &'static str| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+            )
+            .bind(table)
+            .fetch_one(&pool)
+        };
+        let applied = if has("_sqlx_migrations").await? > 0 {
+            sqlx::query_scalar(
+                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            )
+            .fetch_all(&pool)
+            .await?
+        } else {
+            Vec::new()
+        };
+        let fingerprint = if has("settings").await? > 0 {
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'secret_fingerprint'")
+                .fetch_optional(&pool)
+                .await?
+        } else {
+            None
+        };
+        Ok::<_, StoreError>(super::DatabaseState {
+            applied,
+            known: MIGRATOR.iter().map(|m| m.version).collect(),
+            fingerprint,
+        })
+    }
+    .await;
+    pool.close().await;
+    state.map(Some)
+}
+
 async fn quick_check(writer: &SqlitePool) -> Result<(), StoreError> {
     let corrupt = |detail: String| {
         StoreError::Other(anyhow::anyhow!(

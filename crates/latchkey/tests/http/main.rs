@@ -6,6 +6,7 @@ mod common;
 
 mod audit;
 mod auth;
+mod cli;
 mod delete;
 mod floods;
 mod forward;
@@ -20,6 +21,7 @@ mod leaked;
 mod limiter;
 mod limits;
 mod listing;
+mod metrics;
 mod permissions;
 mod redaction;
 mod rotation;
