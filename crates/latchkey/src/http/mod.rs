@@ -12,6 +12,7 @@ pub(crate) mod groups;
 mod health;
 pub mod leaked;
 pub mod limiter;
+pub mod openapi;
 pub(crate) mod permissions;
 mod rotate;
 pub(crate) mod tasks;
@@ -115,6 +116,7 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         .route(paths::AUDIT_LIST, get(audit::list))
         .route(paths::HEALTH, get(health::health))
         .route(paths::HEALTH_JSON, get(health::health_json))
+        .route(paths::OPENAPI, get(openapi::openapi))
         .merge(crate::console::router())
         .fallback(not_found)
         .with_state(app)

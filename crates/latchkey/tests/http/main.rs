@@ -20,6 +20,7 @@ mod leaked;
 mod limiter;
 mod limits;
 mod listing;
+mod openapi;
 mod permissions;
 mod redaction;
 mod rotation;
