@@ -40,7 +40,7 @@ want="$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)"
 if [[ ! -x "$venv/bin/schemathesis" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   echo "contract: installing schemathesis into $venv" >&2
   rm -rf "$venv"
-  python3 -m venv "$venv"
+  python3 -m venv "$venv" || { echo "contract: python3 -m venv failed (Debian: apt-get install python3-venv)" >&2; exit 1; }
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
   echo "$want" > "$stamp"
 fi
