@@ -149,7 +149,7 @@ fn first_header<'h>(headers: &'h HeaderMap, names: [&str; 2]) -> Option<&'h Head
 
 /// Handles `/api/auth/forward` (any method).
 #[utoipa::path(
-    method(get, post, put, delete, patch, head, options),
+    method(get, post, put, delete, patch, head, options, trace),
     path = "/api/auth/forward",
     tag = "auth",
     security((), ("apiKey" = []), ("nugetApiKey" = []), ("basic" = []), ("bearer" = [])),

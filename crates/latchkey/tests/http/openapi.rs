@@ -21,7 +21,9 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/api-keys/self", &["get"]),
     (
         "/api/auth/forward",
-        &["get", "post", "put", "delete", "patch", "head", "options"],
+        &[
+            "get", "post", "put", "delete", "patch", "head", "options", "trace",
+        ],
     ),
     ("/api/security/users/add", &["post"]),
     ("/api/security/users/list", &["get"]),
