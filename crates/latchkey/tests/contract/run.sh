@@ -35,6 +35,10 @@ examples="${LATCHKEY_CONTRACT_EXAMPLES:-40}"
 seed="${LATCHKEY_CONTRACT_SEED:-20261202}"
 password="contract-check-admin-password"
 
+for tool in curl openssl python3; do
+  command -v "$tool" >/dev/null || { echo "contract: $tool is required" >&2; exit 1; }
+done
+
 # schemathesis in its own venv; reinstalled when requirements.txt changes.
 stamp="$venv/.requirements.sha256"
 want="$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)"
@@ -60,10 +64,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A leak-report signing key, so that /api/api-keys/leaked is enabled (its
+# answers are then 401 for unsigned reports and 400/200 for signed ones,
+# not a blanket 404).
+openssl ecparam -name prime256v1 -genkey -noout -out "$work/leak.pem" 2>/dev/null
+openssl ec -in "$work/leak.pem" -pubout -out "$work/leak.pub" 2>/dev/null
+python3 -c 'import json,sys; print(json.dumps([{"key_identifier":"contract","key":open(sys.argv[1]).read()}]))' \
+  "$work/leak.pub" > "$work/leak-keys.json"
+
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
 LATCHKEY_ADMIN_PASSWORD="$password" LATCHKEY_AUTH_FAILURE_LIMIT=0 \
-  "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" > "$work/server.log" 2>&1 &
+  "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" \
+  --leak-report-keys "$work/leak-keys.json" > "$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do
   curl -fsS "$base/health" >/dev/null 2>&1 && break
@@ -80,7 +93,8 @@ api() { # METHOD PATH [JSON]: fails the script on an error status
 
 # Data for the listings to return, so that their schemas are checked on
 # real content: keys of each type (one rotated with a grace period, one
-# used), a user, a group, a permission, audit and access-log entries.
+# used), a user, a group, a permission, audit and access-log entries, a
+# signed leak report.
 api POST /api/security/users/add -d '{"name":"contract-user","password":"contract-user-pw","displayName":"Contract","email":"c@example.com"}' >/dev/null
 api POST /api/security/groups/add -d '{"name":"Contract Group","members":["contract-user"]}' >/dev/null
 api POST /api/security/permissions/add -d '{"group":"Contract Group","task":"Publish Packages","feed":"npm"}' >/dev/null
@@ -92,6 +106,11 @@ api POST /api/api-keys/create -d '{"type":"personal","user":"contract-user","des
 curl -fsS -H "X-ApiKey: $system_text" "$base/api/api-keys/self" >/dev/null
 curl -fsS -H "X-ApiKey: $system_text" "$base/api/auth/forward?systemApi=feeds" >/dev/null
 api POST "/api/api-keys/rotate?id=$system_id&grace=3600" >/dev/null
+report='[{"token":"lk_not_a_key","type":"latchkey_api_key","url":"https://example.com/leak","source":"content"}]'
+signature="$(printf '%s' "$report" | openssl dgst -sha256 -sign "$work/leak.pem" | base64 -w0)"
+curl -fsS -X POST "$base/api/api-keys/leaked" -H 'Content-Type: application/json' \
+  -H 'Github-Public-Key-Identifier: contract' -H "Github-Public-Key-Signature: $signature" \
+  -d "$report" >/dev/null
 
 echo "contract: schemathesis against $base (seed $seed, $examples examples per operation)" >&2
 status=0
