@@ -192,6 +192,7 @@ pub struct AccessLogEntry {
 #[serde(rename_all = "camelCase")]
 pub struct UserInfo {
     /// Login name; case-insensitive for look-up.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub name: String,
     /// Name shown to people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +211,7 @@ pub struct UserInfo {
 #[serde(rename_all = "camelCase")]
 pub struct UserEdit {
     /// Login name (selects the user on edit).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub name: String,
     /// Name shown to people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,6 +286,7 @@ pub struct PermissionInfo {
 #[serde(rename_all = "camelCase")]
 pub struct GroupInfo {
     /// Group name (case-insensitive, spelling kept).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub name: String,
     /// Member user names; absent on add means none.
     #[serde(default)]
@@ -307,12 +310,15 @@ pub struct TaskInfo {
 #[serde(rename_all = "camelCase")]
 pub struct VerifyRequest {
     /// The key (or `user:password`) to verify.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub key: String,
     /// Required feed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub feed: Option<String>,
     /// Required feed group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub feed_group: Option<String>,
     /// Required permission on the feed (default `view` when a feed is given).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -314,7 +314,7 @@ async fn list_all(
     tag = "api-keys",
     params(("id" = i32, Query, description = "The key's id.")),
     responses(
-        (status = 200, description = "Deleted; the body is empty.", body = String, content_type = "text/plain"),
+        (status = 200, description = "Deleted; the body is empty.", body = super::openapi::Empty, content_type = "text/plain"),
         (status = 400, description = "`id` is missing, repeated or not a 32-bit integer, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
         (status = 403, description = "Missing or invalid credential, or the caller may not delete this key.", body = String, content_type = "text/plain"),
         (status = 404, description = "There is no key with this id.", body = String, content_type = "text/plain"),

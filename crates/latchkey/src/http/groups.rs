@@ -124,7 +124,7 @@ pub async fn edit(State(app): State<AppState>, caller: Caller) -> Result<Respons
     tag = "security",
     params(("group" = String, Query, min_length = 1, description = "The group's name.")),
     responses(
-        (status = 200, description = "Deleted with its permissions, or there was no such group; the body is empty.", body = String, content_type = "text/plain"),
+        (status = 200, description = "Deleted with its permissions, or there was no such group; the body is empty.", body = super::openapi::Empty, content_type = "text/plain"),
         (status = 400, description = "`group` is missing or repeated, the group is Administrators, the deletion would leave no administrator, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
         (status = 403, description = "Missing or invalid credential, or the caller may not use the security API.", body = String, content_type = "text/plain"),
     )

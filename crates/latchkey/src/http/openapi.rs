@@ -93,6 +93,20 @@ pub fn document() -> &'static [u8] {
     DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default().into_bytes())
 }
 
+/// The empty `text/plain` body of a `200` that says only its status.
+pub struct Empty;
+
+impl utoipa::PartialSchema for Empty {
+    fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(0))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Empty {}
+
 /// Routes that take no credential: no limiter, no `429`.
 const NO_CREDENTIAL: &[&str] = &[
     "/health",

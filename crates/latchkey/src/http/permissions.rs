@@ -77,7 +77,7 @@ pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response
     tag = "security",
     params(("id" = i64, Query, description = "The permission's id.")),
     responses(
-        (status = 200, description = "Deleted; the body is empty.", body = String, content_type = "text/plain"),
+        (status = 200, description = "Deleted; the body is empty.", body = super::openapi::Empty, content_type = "text/plain"),
         (status = 400, description = "`id` is missing, repeated or not an integer, the deletion would leave no administrator, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
         (status = 403, description = "Missing or invalid credential, or the caller may not use the security API.", body = String, content_type = "text/plain"),
         (status = 404, description = "There is no permission with this id.", body = String, content_type = "text/plain"),

@@ -75,7 +75,7 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
     tag = "security",
     params(("user" = String, Query, min_length = 1, description = "The user's name.")),
     responses(
-        (status = 200, description = "Deleted with their personal keys, or there was no such user; the body is empty.", body = String, content_type = "text/plain"),
+        (status = 200, description = "Deleted with their personal keys, or there was no such user; the body is empty.", body = super::openapi::Empty, content_type = "text/plain"),
         (status = 400, description = "`user` is missing or repeated, the deletion would leave no administrator, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
         (status = 403, description = "Missing or invalid credential, or the caller may not manage users.", body = String, content_type = "text/plain"),
     )
