@@ -4,8 +4,8 @@
 //!
 //! What every route shares is added here rather than on each handler: the
 //! credential channels (security schemes) and the answers of the layers in
-//! front of the handlers (the front door's `408`, `413`, `414`, `431`,
-//! `503`; the limiter's `429`; the panic catcher's `500`).
+//! front of the handlers (the front door's `400`, `408`, `413`, `414`,
+//! `429`, `431`, `503`; the limiter's `429`; the panic catcher's `500`).
 
 use std::sync::OnceLock;
 
@@ -106,14 +106,6 @@ impl utoipa::PartialSchema for Empty {
 }
 
 impl utoipa::ToSchema for Empty {}
-
-/// Routes that take no credential: no limiter, no `429`.
-const NO_CREDENTIAL: &[&str] = &[
-    "/health",
-    "/health/json",
-    "/api/openapi.json",
-    "/api/api-keys/leaked",
-];
 
 /// Adds what every route shares: security schemes, the layers' answers and
 /// operation ids derived from the paths.
@@ -225,12 +217,18 @@ fn method_name(method: HttpMethod) -> &'static str {
 /// Adds the answers of the layers in front of the handler, unless the
 /// handler documents that status itself.
 fn add_layer_responses(path: &str, op: &mut Operation) {
-    let health = path.starts_with("/health");
-    let credential = !NO_CREDENTIAL.contains(&path);
     let mut shared = vec![
+        ("400", "The request body could not be read.", false),
         ("408", "The request body did not arrive in time.", false),
         ("413", "The request body is larger than 256 KiB.", false),
         ("414", "The request target is longer than 8 KiB.", false),
+        (
+            "429",
+            "Too many request bodies in progress from this address, or (where a credential is \
+             checked) too many failed authentications or password checks; retry after \
+             `Retry-After` seconds.",
+            true,
+        ),
         ("431", "The request headers are larger than 32 KiB.", false),
         (
             "500",
@@ -238,17 +236,11 @@ fn add_layer_responses(path: &str, op: &mut Operation) {
             false,
         ),
     ];
-    if !health {
+    // Health checks are never shed.
+    if !path.starts_with("/health") {
         shared.push((
             "503",
             "The server is overloaded or busy checking passwords; retry after `Retry-After` seconds.",
-            true,
-        ));
-    }
-    if credential {
-        shared.push((
-            "429",
-            "Too many failed authentications (or password checks in progress) from this address; retry after `Retry-After` seconds.",
             true,
         ));
     }
