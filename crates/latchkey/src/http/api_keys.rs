@@ -22,7 +22,11 @@ use crate::store::{JsonPage, StoreError};
     tag = "api-keys",
     request_body(content = ApiKeyInfo, description = "The key to create: `type` is required; `id` and the usage properties are ignored."),
     responses(
-        (status = 200, description = "The key as stored, with its text in `key` (shown only this once).", body = ApiKeyInfo),
+        (status = 200, description = "The key as stored, with its text in `key` (shown only this once).", body = ApiKeyInfo, links(
+            ("delete" = (operation_id = "apiKeysDelete", parameters(("id" = "$response.body#/id")), description = "Delete the key.")),
+            ("rotate" = (operation_id = "apiKeysRotate", parameters(("id" = "$response.body#/id")), description = "Rotate the key.")),
+            ("logs" = (operation_id = "apiKeysLogs", parameters(("id" = "$response.body#/id")), description = "The key's access log.")),
+        )),
         (status = 400, description = "The body is not a valid key (the message names the property), or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
         (status = 403, description = "Missing or invalid credential, or the caller may not create this key.", body = String, content_type = "text/plain"),
     )

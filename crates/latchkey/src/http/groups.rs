@@ -51,7 +51,9 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
     tag = "security",
     request_body(content = GroupInfo, description = "The new group; `members` is optional."),
     responses(
-        (status = 200, description = "The group as stored.", body = GroupInfo),
+        (status = 200, description = "The group as stored.", body = GroupInfo, links(
+            ("delete" = (operation_id = "securityGroupsDelete", parameters(("group" = "$response.body#/name")), description = "Delete the group.")),
+        )),
         (status = 400, description = "The body is invalid, the name is taken, a member is unknown, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
         (status = 403, description = "Missing or invalid credential, or the caller may not use the security API.", body = String, content_type = "text/plain"),
     )

@@ -90,7 +90,39 @@ pub async fn openapi() -> Response {
 /// The document as JSON, built once.
 pub fn document() -> &'static [u8] {
     static DOCUMENT: OnceLock<Vec<u8>> = OnceLock::new();
-    DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default().into_bytes())
+    DOCUMENT.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        camel_case_links(&mut doc);
+        serde_json::to_vec(&doc).unwrap_or_default()
+    })
+}
+
+/// utoipa 5.5 writes a Link Object's fields in snake case
+/// (`operation_id`); OpenAPI spells them `operationId`, `operationRef`
+/// and `requestBody`.
+fn camel_case_links(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(links)) = map.get_mut("links") {
+                for link in links.values_mut() {
+                    if let serde_json::Value::Object(link) = link {
+                        for (from, to) in [
+                            ("operation_id", "operationId"),
+                            ("operation_ref", "operationRef"),
+                            ("request_body", "requestBody"),
+                        ] {
+                            if let Some(v) = link.remove(from) {
+                                link.insert(to.to_owned(), v);
+                            }
+                        }
+                    }
+                }
+            }
+            map.values_mut().for_each(camel_case_links);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(camel_case_links),
+        _ => {}
+    }
 }
 
 /// The empty `text/plain` body of a `200` that says only its status.

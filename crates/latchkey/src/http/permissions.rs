@@ -46,7 +46,9 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
     tag = "security",
     request_body(content = PermissionInfo, description = "The permission; an `id` is ignored."),
     responses(
-        (status = 200, description = "The permission as stored, with its id.", body = PermissionInfo),
+        (status = 200, description = "The permission as stored, with its id.", body = PermissionInfo, links(
+            ("delete" = (operation_id = "securityPermissionsDelete", parameters(("id" = "$response.body#/id")), description = "Delete the permission.")),
+        )),
         (status = 400, description = "The body is invalid (the message names the property), names an unknown user or group, would leave no administrator, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
         (status = 403, description = "Missing or invalid credential, or the caller may not use the security API.", body = String, content_type = "text/plain"),
     )

@@ -16,7 +16,9 @@ use crate::store::StoreError;
     tag = "security",
     request_body(content = UserEdit, description = "The new user; `password` is required."),
     responses(
-        (status = 200, description = "The user as stored.", body = UserInfo),
+        (status = 200, description = "The user as stored.", body = UserInfo, links(
+            ("delete" = (operation_id = "securityUsersDelete", parameters(("user" = "$response.body#/name")), description = "Delete the user.")),
+        )),
         (status = 400, description = "The body is invalid (the message names the property), the name is taken, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
         (status = 403, description = "Missing or invalid credential, or the caller may not manage users.", body = String, content_type = "text/plain"),
     )

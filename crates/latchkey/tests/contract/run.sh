@@ -21,8 +21,9 @@
 # - The failed-authentication limiter is off (LATCHKEY_AUTH_FAILURE_LIMIT=0):
 #   verify is called with random keys, each a failed authentication, and
 #   after a few 127.0.0.1 would get only 429s.
-# - Phases examples, coverage and fuzzing; not stateful (it chains calls
-#   with the results of others, could act on Admin, and takes minutes).
+# - All four phases; the stateful one follows the document's links only
+#   (a created key, user, group or permission to its delete, rotate or log),
+#   so its chains act on what it created, never on Admin.
 # - The checks, and the two forward-auth exceptions (its designed 500, and
 #   every method served), are in schemathesis.toml.
 set -euo pipefail
@@ -116,7 +117,7 @@ echo "contract: schemathesis against $base (seed $seed, $examples examples per o
 status=0
 # From the temporary directory: schemathesis keeps a cache in its working directory.
 (cd "$work" && "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run "$base/api/openapi.json" \
-  --phases examples,coverage,fuzzing \
+  --phases examples,coverage,fuzzing,stateful \
   --max-examples "$examples" \
   --seed "$seed" \
   --workers 2 \

@@ -96,15 +96,25 @@ fn the_document_is_openapi_3_1_and_lists_every_route_with_its_methods() {
 }
 
 #[test]
-fn every_response_has_a_description_and_every_operation_a_unique_id() {
+fn every_response_has_a_description_every_operation_a_unique_id_and_links_resolve() {
     let s = TestServer::start(Backend::Sqlite);
     let doc = document(&s);
     let mut ids = BTreeSet::new();
+    let mut links = Vec::new();
     for (path, method, op) in operations(&doc) {
         let id = op["operationId"].as_str().unwrap_or_default().to_owned();
         assert!(!id.is_empty(), "{method} {path} has no operationId");
         assert!(ids.insert(id.clone()), "operationId {id} is used twice");
         let responses = op["responses"].as_object().expect("responses");
+        for (status, response) in responses {
+            for (name, link) in response["links"].as_object().into_iter().flatten() {
+                let target = link["operationId"].as_str().unwrap_or_default();
+                links.push((
+                    format!("{method} {path} {status} {name}"),
+                    target.to_owned(),
+                ));
+            }
+        }
         assert!(
             responses.keys().any(|k| k.starts_with('2')),
             "{method} {path}: no success response"
@@ -120,6 +130,13 @@ fn every_response_has_a_description_and_every_operation_a_unique_id() {
                 "{method} {path}: status {status} is not a status code"
             );
         }
+    }
+    assert!(
+        !links.is_empty(),
+        "the document has links for stateful testing"
+    );
+    for (link, target) in links {
+        assert!(ids.contains(&target), "{link}: no operation {target:?}");
     }
 }
 
