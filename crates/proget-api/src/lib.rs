@@ -6,6 +6,8 @@
 
 mod date;
 mod enums;
+#[cfg(feature = "openapi")]
+mod openapi;
 
 pub use date::{parse_date, Expiration, InvalidDate};
 pub use enums::{ApiKeyType, Logging, PackagePermission, SystemApi, UnknownVariant};
@@ -48,6 +50,8 @@ pub mod paths {
     pub const AUTH_FORWARD: &str = "/api/auth/forward";
     /// `GET [?before=ID][&limit=N][&target=…][&action=…]`: audit entries, newest first.
     pub const AUDIT_LIST: &str = "/api/audit/list";
+    /// `GET`: the OpenAPI 3.1 document of the API (no credential).
+    pub const OPENAPI: &str = "/api/openapi.json";
     pub const HEALTH: &str = "/health";
     /// `GET`: the [`HealthInfo`](crate::HealthInfo) object.
     pub const HEALTH_JSON: &str = "/health/json";
@@ -55,6 +59,7 @@ pub mod paths {
 
 /// An API key as created, listed and returned by the API-key endpoints.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyInfo {
     /// Server-assigned id; ignored on create.
@@ -146,6 +151,7 @@ where
 
 /// One entry of a key's access log (`GET /api/api-keys/logs`), newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessLogEntry {
     /// The entry's id: pass it as `before` for the next page.
@@ -182,9 +188,11 @@ pub struct AccessLogEntry {
 
 /// A user as listed and returned by the security API (never with a password).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UserInfo {
     /// Login name; case-insensitive for look-up.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub name: String,
     /// Name shown to people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,9 +207,11 @@ pub struct UserInfo {
 
 /// Body of `users/add` and `users/edit`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UserEdit {
     /// Login name (selects the user on edit).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub name: String,
     /// Name shown to people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +229,7 @@ pub struct UserEdit {
 
 /// The object returned by `/health/json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HealthInfo {
     /// Product name.
@@ -244,6 +255,7 @@ pub struct HealthInfo {
 /// A permission: grants or denies one task to one user or group, globally or
 /// on one feed or feed group (`/api/security/permissions/…`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PermissionInfo {
     /// Assigned by the server; absent on add.
@@ -270,9 +282,11 @@ pub struct PermissionInfo {
 
 /// A group and its members (`/api/security/groups/…`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct GroupInfo {
     /// Group name (case-insensitive, spelling kept).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub name: String,
     /// Member user names; absent on add means none.
     #[serde(default)]
@@ -281,6 +295,7 @@ pub struct GroupInfo {
 
 /// A built-in task and the feed permissions it grants.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TaskInfo {
     /// Task name.
@@ -291,15 +306,19 @@ pub struct TaskInfo {
 
 /// The body of `POST /api/api-keys/verify`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyRequest {
     /// The key (or `user:password`) to verify.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub key: String,
     /// Required feed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub feed: Option<String>,
     /// Required feed group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub feed_group: Option<String>,
     /// Required permission on the feed (default `view` when a feed is given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -311,6 +330,7 @@ pub struct VerifyRequest {
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum VerifyCode {
     /// Valid and allowed.
@@ -325,6 +345,7 @@ pub enum VerifyCode {
 
 /// The answer of `POST /api/api-keys/verify`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyResponse {
     /// Whether the key is valid and allowed.
@@ -405,6 +426,7 @@ mod tests {
 
 /// One entry of the audit trail, as `GET /api/audit/list` returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     /// Increasing with every entry: newer entries have higher ids.

@@ -20,6 +20,22 @@ const MAX_LIMIT: u32 = 1000;
 /// whoever may delete the key; a deleted key's log, administrators (and
 /// full-control system keys) only. Checked in the order delete uses: id
 /// (400), management access (403), existence (404), permission (403).
+#[utoipa::path(
+    get,
+    path = "/api/api-keys/logs",
+    tag = "api-keys",
+    params(
+        ("id" = i32, Query, description = "The key's id."),
+        ("before" = Option<i64>, Query, minimum = 1, description = "Only entries older than this entry id (the next page)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most entries returned (default 100)."),
+    ),
+    responses(
+        (status = 200, description = "The key's access log, newest first.", body = Vec<AccessLogEntry>),
+        (status = 400, description = "`id`, `before` or `limit` is invalid, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not read this key's log.", body = String, content_type = "text/plain"),
+        (status = 404, description = "There is no key with this id.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn logs(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     let query = caller.query.as_deref();
     let id = parse_id(query).map_err(|e| AppError::BadRequest(e.to_string()))?;

@@ -16,6 +16,21 @@ use crate::keys::{
 use crate::store::{JsonPage, StoreError};
 
 /// Handles the `POST /api/api-keys/create` route.
+#[utoipa::path(
+    post,
+    path = "/api/api-keys/create",
+    tag = "api-keys",
+    request_body(content = ApiKeyInfo, description = "The key to create: `type` is required; `id` and the usage properties are ignored."),
+    responses(
+        (status = 200, description = "The key as stored, with its text in `key` (shown only this once).", body = ApiKeyInfo, links(
+            ("delete" = (operation_id = "apiKeysDelete", parameters(("id" = "$response.body#/id")), description = "Delete the key.")),
+            ("rotate" = (operation_id = "apiKeysRotate", parameters(("id" = "$response.body#/id")), description = "Rotate the key.")),
+            ("logs" = (operation_id = "apiKeysLogs", parameters(("id" = "$response.body#/id")), description = "The key's access log.")),
+        )),
+        (status = 400, description = "The body is not a valid key (the message names the property), or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not create this key.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     if key_access(&caller.principal, &caller.security) == KeyAccess::None {
         return Err(AppError::not_authorized(
@@ -104,6 +119,19 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> Result<Respo
 }
 
 /// Handles the `GET /api/api-keys/list` route.
+#[utoipa::path(
+    get,
+    path = "/api/api-keys/list",
+    tag = "api-keys",
+    params(
+        ("unusedFor" = Option<String>, Query, description = "Only keys not used for this long (never-used keys count from creation): whole days, hours or minutes, e.g. `90d`, `12h`, `30m`.", example = "90d"),
+    ),
+    responses(
+        (status = 200, description = "The keys the caller may see, without their text.", body = Vec<ApiKeyInfo>),
+        (status = 400, description = "`unusedFor` is not a duration, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or no API-key management access.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     if let Some(text) = super::query_param(caller.query.as_deref(), "unusedFor") {
         return list_unused(app, &caller, &text).await;
@@ -284,6 +312,18 @@ async fn list_all(
 /// Checks in the documented order: credential (403, in the extractor), id
 /// (400), self-revocation (200), management access (403), existence (404),
 /// permission on that key (403), then a durable delete (200).
+#[utoipa::path(
+    post,
+    path = "/api/api-keys/delete",
+    tag = "api-keys",
+    params(("id" = i32, Query, description = "The key's id.")),
+    responses(
+        (status = 200, description = "Deleted; the body is empty.", body = super::openapi::Empty, content_type = "text/plain"),
+        (status = 400, description = "`id` is missing, repeated or not a 32-bit integer, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not delete this key.", body = String, content_type = "text/plain"),
+        (status = 404, description = "There is no key with this id.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     let id = parse_id(caller.query.as_deref()).map_err(|e| AppError::BadRequest(e.to_string()))?;
     let not_found = || AppError::NotFound(format!("API key {id} was not found"));

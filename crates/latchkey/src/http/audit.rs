@@ -21,6 +21,22 @@ const MAX_FILTER_CHARS: usize = 512;
 
 /// Handles the `GET /api/audit/list[?before=ID][&limit=N][&target=…][&action=…]`
 /// route: administrators and full-control system keys only, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/audit/list",
+    tag = "audit",
+    params(
+        ("before" = Option<i64>, Query, minimum = 1, description = "Only entries older than this entry id (the next page)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most entries returned (default 100)."),
+        ("target" = Option<String>, Query, min_length = 1, max_length = 512, description = "Only entries about this target, e.g. `key 1001`."),
+        ("action" = Option<String>, Query, min_length = 1, max_length = 512, description = "Only entries of this action, e.g. `apikey.delete`."),
+    ),
+    responses(
+        (status = 200, description = "Audit entries, newest first.", body = Vec<proget_api::AuditEntry>),
+        (status = 400, description = "A parameter is invalid or repeated, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not use the security API.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     security_admin(&caller)?;
     let query = parse_query(caller.query.as_deref()).map_err(AppError::BadRequest)?;

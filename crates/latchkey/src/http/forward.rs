@@ -158,6 +158,33 @@ static FORWARDED_URI: [HeaderName; 2] = [
 ];
 
 /// Handles `/api/auth/forward` (any method).
+#[utoipa::path(
+    method(get, post, put, delete, patch, head, options, trace),
+    path = "/api/auth/forward",
+    tag = "auth",
+    security((), ("apiKey" = []), ("nugetApiKey" = []), ("basic" = []), ("bearer" = [])),
+    params(
+        ("feed" = Option<String>, Query, min_length = 1, description = "Required: a permission on this feed."),
+        ("feedGroup" = Option<String>, Query, min_length = 1, description = "Required: a permission on this feed group."),
+        ("permission" = Option<PackagePermission>, Query, description = "The feed permission required (default: from the client's method; needs `feed` or `feedGroup`)."),
+        ("systemApi" = Option<SystemApi>, Query, description = "Required: this system API (not with `feed`, `feedGroup` or `permission`)."),
+        ("X-Forwarded-Method" = Option<String>, Header, nullable = false, description = "The client's method (also `X-Original-Method`)."),
+        ("X-Forwarded-Uri" = Option<String>, Header, nullable = false, description = "The client's URI (also `X-Original-Uri`); its `key` query parameter is a credential."),
+    ),
+    responses(
+        (status = 200, description = "Allowed; the headers name who is calling.", headers(
+            ("X-Latchkey-Principal" = String, description = "`key ID` or `user NAME`."),
+            ("X-Latchkey-User" = String, description = "The user involved, when there is one."),
+            ("X-Latchkey-Key-Id" = i32, description = "The id of the key used."),
+            ("X-Latchkey-Key-Type" = proget_api::ApiKeyType, description = "The type of the key used."),
+        )),
+        (status = 400, description = "More than one credential, or a malformed one.", body = String, content_type = "text/plain"),
+        (status = 401, description = "No valid credential, and Anonymous may not make this request.", body = String, content_type = "text/plain",
+            headers(("WWW-Authenticate" = String, description = "`Basic realm=\"Latchkey\"`"))),
+        (status = 403, description = "A valid credential without the required permission.", body = String, content_type = "text/plain"),
+        (status = 500, description = "The forward URL's query asks for something unknown or contradictory (the proxy is misconfigured), or an internal error.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn forward(State(app): State<AppState>, req: Request) -> Response {
     let headers = req.headers();
     let method = first_header(headers, [&FORWARDED_METHOD[0], &FORWARDED_METHOD[1]])

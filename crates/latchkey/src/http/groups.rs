@@ -18,13 +18,26 @@ const MAX_MEMBERS: usize = 10_000;
 
 /// The body of `groups/edit`: unlike `add`, `members` is required (it
 /// replaces the members, so a forgotten property must not empty the group).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct GroupEdit {
+    /// The group's name.
     name: String,
+    /// The new member user names (`[]` for none).
+    #[schema(required = true, nullable = false)]
     members: Option<Vec<String>>,
 }
 
 /// Handles the `GET /api/security/groups/list` route: every group, ordered by name.
+#[utoipa::path(
+    get,
+    path = "/api/security/groups/list",
+    tag = "security",
+    responses(
+        (status = 200, description = "Every group and its members, ordered by name.", body = Vec<GroupInfo>),
+        (status = 400, description = "The credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not use the security API.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     security_admin(&caller)?;
     let groups = app.store.list_groups().await?;
@@ -32,6 +45,19 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
 }
 
 /// Handles the `POST /api/security/groups/add` route (`members` optional).
+#[utoipa::path(
+    post,
+    path = "/api/security/groups/add",
+    tag = "security",
+    request_body(content = GroupInfo, description = "The new group; `members` is optional."),
+    responses(
+        (status = 200, description = "The group as stored.", body = GroupInfo, links(
+            ("delete" = (operation_id = "securityGroupsDelete", parameters(("group" = "$response.body#/name")), description = "Delete the group.")),
+        )),
+        (status = 400, description = "The body is invalid, the name is taken, a member is unknown, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not use the security API.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     security_admin(&caller)?;
     let info: GroupInfo = caller.json()?;
@@ -54,6 +80,18 @@ pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response
 
 /// Handles the `POST /api/security/groups/edit` route: replaces the members
 /// of the group the body's `name` selects.
+#[utoipa::path(
+    post,
+    path = "/api/security/groups/edit",
+    tag = "security",
+    request_body(content = GroupEdit, description = "`name` selects the group; `members` replaces its members."),
+    responses(
+        (status = 200, description = "The group as stored.", body = GroupInfo),
+        (status = 400, description = "The body is invalid, a member is unknown, the change would leave no administrator, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not use the security API.", body = String, content_type = "text/plain"),
+        (status = 404, description = "There is no group with this name.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn edit(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     security_admin(&caller)?;
     let edit: GroupEdit = caller.json()?;
@@ -82,6 +120,17 @@ pub async fn edit(State(app): State<AppState>, caller: Caller) -> Result<Respons
 
 /// Handles the `POST /api/security/groups/delete?group=NAME` route; the
 /// group's permissions go with it.
+#[utoipa::path(
+    post,
+    path = "/api/security/groups/delete",
+    tag = "security",
+    params(("group" = String, Query, min_length = 1, description = "The group's name.")),
+    responses(
+        (status = 200, description = "Deleted with its permissions, or there was no such group; the body is empty.", body = super::openapi::Empty, content_type = "text/plain"),
+        (status = 400, description = "`group` is missing or repeated, the group is Administrators, the deletion would leave no administrator, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not use the security API.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     security_admin(&caller)?;
     let mut names = form_urlencoded::parse(caller.query.as_deref().unwrap_or("").as_bytes())

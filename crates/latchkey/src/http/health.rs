@@ -10,6 +10,23 @@ use super::{error, query_param, AppState};
 const OK: &str = "OK";
 
 /// Handles the `GET /health[?format=json]` route.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    security(()),
+    params(("format" = Option<String>, Query, description = "`json`: answer as `/health/json` does.")),
+    responses(
+        (status = 200, description = "`OK`: the database answers (with `format=json`: the health object).", content(
+            (String = "text/plain"),
+            (HealthInfo = "application/json"),
+        )),
+        (status = 500, description = "The database is not answering (with `format=json`: the health object).", content(
+            (String = "text/plain"),
+            (HealthInfo = "application/json"),
+        )),
+    )
+)]
 pub async fn health(State(app): State<AppState>, RawQuery(query): RawQuery) -> Response {
     if query_param(query.as_deref(), "format").is_some_and(|f| f.eq_ignore_ascii_case("json")) {
         return health_json(State(app)).await;
@@ -21,6 +38,16 @@ pub async fn health(State(app): State<AppState>, RawQuery(query): RawQuery) -> R
 }
 
 /// Handles the `GET /health/json` route.
+#[utoipa::path(
+    get,
+    path = "/health/json",
+    tag = "health",
+    security(()),
+    responses(
+        (status = 200, description = "The health object: the database answers.", body = HealthInfo),
+        (status = 500, description = "The health object: the database is not answering.", body = HealthInfo),
+    )
+)]
 pub async fn health_json(State(app): State<AppState>) -> Response {
     let problem = database_problem(&app).await;
     let status = |ok: bool| if ok { OK } else { "Error" }.to_owned();

@@ -91,7 +91,8 @@ impl LeakReportKeys {
 }
 
 /// One reported token.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = LeakReport)]
 struct Report {
     token: String,
     #[serde(rename = "type", default)]
@@ -103,7 +104,8 @@ struct Report {
 }
 
 /// The verdict on one token.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = LeakVerdict)]
 struct Verdict {
     token_hash: String,
     token_type: String,
@@ -113,6 +115,23 @@ struct Verdict {
 /// Handles `POST /api/api-keys/leaked`: `404` unless keys are configured;
 /// `401` (and nothing done) without a valid signature; else deletes each
 /// live key reported and answers a verdict per token.
+#[utoipa::path(
+    post,
+    path = "/api/api-keys/leaked",
+    tag = "api-keys",
+    security(()),
+    params(
+        ("github-public-key-identifier" = Option<String>, Header, nullable = false, description = "The identifier of the key that signed the report."),
+        ("github-public-key-signature" = Option<String>, Header, nullable = false, description = "Base64 DER ECDSA P-256 / SHA-256 signature of the exact body."),
+    ),
+    request_body(content = Vec<Report>, description = "The reported tokens."),
+    responses(
+        (status = 200, description = "A verdict per reported token; live keys were deleted.", body = Vec<Verdict>),
+        (status = 400, description = "The signed body is not a list of reports.", body = String, content_type = "text/plain"),
+        (status = 401, description = "The signature is missing or invalid; nothing was done.", body = String, content_type = "text/plain"),
+        (status = 404, description = "Leaked-key reports are not enabled on this server.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn leaked(State(app): State<AppState>, req: Request) -> Result<Response, AppError> {
     let Some(keys) = &app.leak_keys else {
         return Err(AppError::NotFound(

@@ -13,6 +13,7 @@ mod health;
 pub mod leaked;
 pub mod limiter;
 pub mod metrics;
+pub mod openapi;
 pub(crate) mod permissions;
 mod rotate;
 pub(crate) mod tasks;
@@ -119,6 +120,7 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         .route(paths::HEALTH, get(health::health))
         .route(paths::HEALTH_JSON, get(health::health_json))
         .route(crate::metrics::METRICS_PATH, get(metrics::metrics))
+        .route(paths::OPENAPI, get(openapi::openapi))
         .merge(crate::console::router())
         .fallback(not_found)
         .with_state(app)

@@ -15,6 +15,16 @@ use crate::store::StoreError;
 const MAX_NAME_CHARS: usize = 256;
 
 /// Handles the `GET /api/security/permissions/list` route: every permission, ordered by id.
+#[utoipa::path(
+    get,
+    path = "/api/security/permissions/list",
+    tag = "security",
+    responses(
+        (status = 200, description = "Every permission, ordered by id.", body = Vec<PermissionInfo>),
+        (status = 400, description = "The credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not use the security API.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     security_admin(&caller)?;
     let infos: Vec<PermissionInfo> = app
@@ -30,6 +40,19 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
 }
 
 /// Handles the `POST /api/security/permissions/add` route.
+#[utoipa::path(
+    post,
+    path = "/api/security/permissions/add",
+    tag = "security",
+    request_body(content = PermissionInfo, description = "The permission; an `id` is ignored."),
+    responses(
+        (status = 200, description = "The permission as stored, with its id.", body = PermissionInfo, links(
+            ("delete" = (operation_id = "securityPermissionsDelete", parameters(("id" = "$response.body#/id")), description = "Delete the permission.")),
+        )),
+        (status = 400, description = "The body is invalid (the message names the property), names an unknown user or group, would leave no administrator, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not use the security API.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     security_admin(&caller)?;
     let info: PermissionInfo = caller.json()?;
@@ -50,6 +73,18 @@ pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response
 }
 
 /// Handles the `POST /api/security/permissions/delete?id=N` route.
+#[utoipa::path(
+    post,
+    path = "/api/security/permissions/delete",
+    tag = "security",
+    params(("id" = i64, Query, description = "The permission's id.")),
+    responses(
+        (status = 200, description = "Deleted; the body is empty.", body = super::openapi::Empty, content_type = "text/plain"),
+        (status = 400, description = "`id` is missing, repeated or not an integer, the deletion would leave no administrator, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not use the security API.", body = String, content_type = "text/plain"),
+        (status = 404, description = "There is no permission with this id.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     security_admin(&caller)?;
     let id = parse_id(caller.query.as_deref()).map_err(AppError::BadRequest)?;

@@ -39,6 +39,21 @@ fn parse_grace(query: Option<&str>) -> Result<Option<u32>, String> {
 
 /// Handles `POST /api/api-keys/rotate`: the checks and their order are
 /// delete's (a key may rotate itself); answers the key with its new text.
+#[utoipa::path(
+    post,
+    path = "/api/api-keys/rotate",
+    tag = "api-keys",
+    params(
+        ("id" = i32, Query, description = "The key's id."),
+        ("grace" = Option<u32>, Query, maximum = 86400, description = "Seconds the previous text keeps working (0 to 86400; default 0)."),
+    ),
+    responses(
+        (status = 200, description = "The key with its new text in `key` (shown only this once).", body = ApiKeyInfo),
+        (status = 400, description = "`id` or `grace` is invalid, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not rotate this key.", body = String, content_type = "text/plain"),
+        (status = 404, description = "There is no key with this id.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn rotate(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     let query = caller.query.as_deref();
     let id = parse_id(query).map_err(|e| AppError::BadRequest(e.to_string()))?;

@@ -10,6 +10,19 @@ use crate::keys::may_manage_users;
 use crate::store::StoreError;
 
 /// Handles the `POST /api/security/users/add` route.
+#[utoipa::path(
+    post,
+    path = "/api/security/users/add",
+    tag = "security",
+    request_body(content = UserEdit, description = "The new user; `password` is required."),
+    responses(
+        (status = 200, description = "The user as stored.", body = UserInfo, links(
+            ("delete" = (operation_id = "securityUsersDelete", parameters(("user" = "$response.body#/name")), description = "Delete the user.")),
+        )),
+        (status = 400, description = "The body is invalid (the message names the property), the name is taken, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not manage users.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     require_user_admin(&caller)?;
     let edit: UserEdit = caller.json()?;
@@ -38,6 +51,17 @@ pub async fn add(State(app): State<AppState>, caller: Caller) -> Result<Response
 }
 
 /// Handles the `GET /api/security/users/list[?search-term=…]` route.
+#[utoipa::path(
+    get,
+    path = "/api/security/users/list",
+    tag = "security",
+    params(("search-term" = Option<String>, Query, description = "Only users whose name, display name or e-mail contains this.")),
+    responses(
+        (status = 200, description = "The users, without passwords.", body = Vec<UserInfo>),
+        (status = 400, description = "The credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not manage users.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     require_user_admin(&caller)?;
     let search = query_param(caller.query.as_deref(), "search-term");
@@ -47,6 +71,17 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
 
 /// Handles the `DELETE /api/security/users/delete?user=NAME` route; deleting
 /// a user that does not exist is not an error.
+#[utoipa::path(
+    delete,
+    path = "/api/security/users/delete",
+    tag = "security",
+    params(("user" = String, Query, min_length = 1, description = "The user's name.")),
+    responses(
+        (status = 200, description = "Deleted with their personal keys, or there was no such user; the body is empty.", body = super::openapi::Empty, content_type = "text/plain"),
+        (status = 400, description = "`user` is missing or repeated, the deletion would leave no administrator, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not manage users.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     require_user_admin(&caller)?;
     let mut names = form_urlencoded::parse(caller.query.as_deref().unwrap_or("").as_bytes())
@@ -73,6 +108,18 @@ pub async fn delete(State(app): State<AppState>, caller: Caller) -> Result<Respo
 }
 
 /// Handles the `POST /api/security/users/edit` route (the body's `name` selects the user).
+#[utoipa::path(
+    post,
+    path = "/api/security/users/edit",
+    tag = "security",
+    request_body(content = UserEdit, description = "`name` selects the user; absent properties are unchanged."),
+    responses(
+        (status = 200, description = "The user as stored.", body = UserInfo),
+        (status = 400, description = "The body is invalid, the change would leave no administrator, or the credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the caller may not manage users.", body = String, content_type = "text/plain"),
+        (status = 404, description = "There is no user with this name.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn edit(State(app): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     require_user_admin(&caller)?;
     let edit: UserEdit = caller.json()?;

@@ -19,6 +19,17 @@ use crate::policy::allows;
 /// body is checked against what the body asks for. Every answer about the
 /// key is a `200`; refused keys count for the limiter, as any failed
 /// authentication does.
+#[utoipa::path(
+    post,
+    path = "/api/api-keys/verify",
+    tag = "api-keys",
+    security(()),
+    request_body(content = VerifyRequest, description = "The key (or `user:password`) to check and what it must allow."),
+    responses(
+        (status = 200, description = "The verdict on the key: every answer about the key is a 200.", body = VerifyResponse),
+        (status = 400, description = "The body is invalid or asks for a combination that cannot be checked.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn verify(State(app): State<AppState>, req: Request) -> Response {
     let client = client_addr(req.extensions());
     let attempt = match app.limiter.as_ref().zip(client) {
@@ -141,6 +152,16 @@ fn valid(principal: Principal) -> VerifyResponse {
 
 /// Handles `GET /api/api-keys/self`: the calling key as listed (without its
 /// text), for every type of key; `403` for logins and pseudo-keys.
+#[utoipa::path(
+    get,
+    path = "/api/api-keys/self",
+    tag = "api-keys",
+    responses(
+        (status = 200, description = "The calling key as listed, without its text.", body = ApiKeyInfo),
+        (status = 400, description = "The credential is malformed or given twice.", body = String, content_type = "text/plain"),
+        (status = 403, description = "Missing or invalid credential, or the request was made with a user name and password.", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn own_key(caller: Caller) -> Result<Response, AppError> {
     match caller.principal {
         Principal::Key(k) => json_ok(&ApiKeyInfo::from(std::sync::Arc::unwrap_or_clone(k))),

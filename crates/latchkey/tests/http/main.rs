@@ -22,6 +22,7 @@ mod limiter;
 mod limits;
 mod listing;
 mod metrics;
+mod openapi;
 mod permissions;
 mod redaction;
 mod rotation;
