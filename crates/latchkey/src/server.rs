@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::{ConnectInfo, Request};
-use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -30,7 +29,7 @@ use crate::domain::{
 };
 use crate::http::client::TrustedProxies;
 use crate::http::limiter::LimiterConfig;
-use crate::http::{router, App, Limits};
+use crate::http::{service, App, Limits};
 use crate::secrets::{fingerprint, same_fingerprint, write_private, Secrets, SECRET_FILE};
 use crate::store::{self, CachedStore, Store};
 
@@ -135,7 +134,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let usage = app.usage.clone();
     serve_http(
         listener,
-        router(app, limits),
+        service(app, limits),
         Duration::from_secs(args.shutdown_grace),
         signals,
     )
@@ -558,7 +557,17 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// hyper is driven directly (rather than through `axum::serve`) to bound how
 /// long and how much a client may send before its request is complete, and
 /// to hand each request its peer address as `ConnectInfo`.
-async fn serve_http(listener: TcpListener, router: Router, grace: Duration, signals: Signals) {
+async fn serve_http<S>(listener: TcpListener, service: S, grace: Duration, signals: Signals)
+where
+    S: tower::Service<
+            Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+{
     let graceful = GracefulShutdown::new();
     let stop = signals.shutdown();
     tokio::pin!(stop);
@@ -576,12 +585,11 @@ async fn serve_http(listener: TcpListener, router: Router, grace: Duration, sign
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
+        let service = service.clone().map_request(move |req: Request<Incoming>| {
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req
+        });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)

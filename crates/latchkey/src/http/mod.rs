@@ -83,10 +83,22 @@ pub struct App {
 /// Shared state of the router.
 pub type AppState = Arc<App>;
 
-/// Builds the router: every route of the API, then the cross-cutting layers
-/// (outermost first: `front_door` — request log, head limits, load shedding —
-/// then the panic catcher).
-pub fn router(app: AppState, limits: Limits) -> Router {
+/// Builds the whole HTTP service: every route of the API, inside the
+/// cross-cutting layers (outermost first: `front_door` — request log, head
+/// limits, load shedding — then the panic catcher). The layers wrap the
+/// router once, not each route (as `Router::layer` would), so that a request
+/// pays for one boxed future per layer and no service clone.
+pub fn service(
+    app: AppState,
+    limits: Limits,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + 'static {
     let door = Arc::new(FrontDoor {
         in_flight: Semaphore::new(limits.max_in_flight),
         body_timeout: app.body_timeout,
@@ -94,7 +106,7 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         trusted_proxies: app.trusted_proxies.clone(),
         usage: app.usage.clone(),
     });
-    Router::new()
+    let router = Router::new()
         .route(paths::API_KEYS_CREATE, post(api_keys::create))
         .route(paths::API_KEYS_LIST, get(api_keys::list))
         .route(paths::API_KEYS_DELETE, post(api_keys::delete))
@@ -123,12 +135,11 @@ pub fn router(app: AppState, limits: Limits) -> Router {
         .route(paths::OPENAPI, get(openapi::openapi))
         .merge(crate::console::router())
         .fallback(not_found)
-        .with_state(app)
-        .layer(
-            ServiceBuilder::new()
-                .layer(middleware::from_fn_with_state(door, front_door))
-                .layer(CatchPanicLayer::custom(panic_response)),
-        )
+        .with_state(app);
+    ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(door, front_door))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .service(router)
 }
 
 /// Longest request target (path and query) accepted; longer is `414`.

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::common::{client, Backend, TestServer};
 
-/// Every route of `latchkey::http::router` but the console's, with its
+/// Every route of `latchkey::http::service` but the console's, with its
 /// methods (lower case, as OpenAPI names them). A route added to the router
 /// belongs here and in the document.
 const ROUTES: &[(&str, &[&str])] = &[
