@@ -3,7 +3,7 @@
 //! any request is made.
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use proget_api::{parse_date, Expiration, Logging, PackagePermission, SystemApi};
+use proget_api::{Expiration, Logging, PackagePermission, SystemApi};
 
 /// `pgutil`: a drop-in client for ProGet's API-key, sources, health and security commands.
 #[derive(Debug, Parser)]
@@ -721,7 +721,7 @@ pub fn parse_logging(value: &str) -> Result<Logging, String> {
 
 /// Parses `--expiration` with the same rules as the server.
 pub fn parse_expiration(value: &str) -> Result<Expiration, String> {
-    parse_date(value).map(Expiration).map_err(|e| e.to_string())
+    Expiration::parse(value)
 }
 
 #[cfg(test)]
@@ -732,6 +732,16 @@ mod tests {
     #[test]
     fn grammar_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// An expiration the request body could not carry (found by fuzzing
+    /// the server's reader of the same type) is a usage error.
+    #[test]
+    fn an_expiration_outside_years_0000_to_9999_is_refused() {
+        assert!(parse_expiration("2027-08-01").is_ok());
+        for bad in ["-0001-01-01", "9999-12-31T23:59:59-01:00"] {
+            assert!(parse_expiration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

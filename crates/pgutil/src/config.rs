@@ -216,15 +216,21 @@ impl Config {
                 )))
             }
         };
-        if text.trim().is_empty() {
-            return Ok(Config::default());
-        }
-        serde_json::from_str(&text).map_err(|e| {
+        Config::parse(&text).map_err(|e| {
             Error::Failed(format!(
                 "error: config file {} is not valid ({e}); fix it or remove it",
                 path.display()
             ))
         })
+    }
+
+    /// Reads the text of a config file; a blank one is an empty config.
+    /// Public for fuzzing and tests.
+    pub fn parse(text: &str) -> Result<Config, serde_json::Error> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_json::from_str(text)
     }
 
     /// Writes the config file atomically (temp file in the same folder, then
@@ -340,6 +346,16 @@ mod tests {
             json,
             serde_json::json!({"sources":[{"name":"Default","url":"http://x/","encryptedToken":"AA==","futureField":1}],"version":2})
         );
+    }
+
+    /// Found by the `pgutil_config` fuzz target: a long number in an
+    /// unknown property came back with another last digit after a save.
+    #[test]
+    fn numbers_of_unknown_properties_survive_a_save_exactly() {
+        let text = r#"{"sources":[],"x":[22222222222222222222222222222222222222222222222222222222222222222222222222222222222,0.30000000000000004]}"#;
+        let config = Config::parse(text).unwrap_or_default();
+        let saved = serde_json::to_string(&config).unwrap_or_default();
+        assert_eq!(Config::parse(&saved).ok(), Some(config));
     }
 
     #[test]

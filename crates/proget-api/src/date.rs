@@ -68,15 +68,16 @@ impl Serialize for Expiration {
 
 impl Expiration {
     /// Reads an expiration as it is stored: in UTC, to the whole second
-    /// (sub-seconds dropped), and no later than the last second of 9999 (the
-    /// last instant RFC 3339 can write).
+    /// (sub-seconds dropped), and within the years 0000 to 9999 (what RFC
+    /// 3339 can write: a signed year such as `-0001-01-01` parses, but could
+    /// not be written back).
     pub fn parse(text: &str) -> Result<Expiration, String> {
         let t = parse_date(text).map_err(|e| e.to_string())?;
         let utc = t
             .checked_to_offset(time::UtcOffset::UTC)
-            .filter(|u| u.year() <= 9999)
+            .filter(|u| (0..=9999).contains(&u.year()))
             .ok_or_else(|| {
-                format!("\"{text}\" is after 9999-12-31T23:59:59Z, the latest expiration that can be stored")
+                format!("\"{text}\" is not between 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the expirations that can be stored")
             })?;
         // ok: 0 is always a valid nanosecond
         let whole = utc.replace_nanosecond(0).unwrap_or(utc);
@@ -128,6 +129,25 @@ mod tests {
         assert!(Expiration::parse("9999-12-31T23:59:59Z").is_ok());
         let err = Expiration::parse("9999-12-31T23:59:59-23:59").unwrap_err();
         assert!(err.contains("9999-12-31T23:59:59Z"), "{err}");
+    }
+
+    /// Found with the `apikey_info` fuzz target's round-trip check: a signed
+    /// year parsed, but the expiration could not be written as JSON again.
+    #[test]
+    fn expirations_before_year_zero_are_refused_as_they_cannot_be_written() {
+        for text in [
+            "-0001-01-01",
+            "-9999-12-31T00:00",
+            "0000-01-01T00:00:00+23:59",
+        ] {
+            let err = Expiration::parse(text).unwrap_err();
+            assert!(err.contains("0000-01-01T00:00:00Z"), "{text}: {err}");
+        }
+        let first = Expiration::parse("0000-01-01T00:00:00Z").unwrap();
+        assert_eq!(
+            serde_json::to_string(&first).unwrap(),
+            "\"0000-01-01T00:00:00Z\""
+        );
     }
 
     #[test]

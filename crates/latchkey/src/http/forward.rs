@@ -41,7 +41,7 @@ const UNAUTHORIZED: &str = "authentication required: missing, unknown or invalid
 
 /// What the forward URL asks for, as read from its query string.
 #[derive(Debug, Default)]
-pub(super) struct Requirement<'a> {
+pub struct Requirement<'a> {
     /// `feed`.
     pub feed: Option<Cow<'a, str>>,
     /// `feedGroup`.
@@ -55,8 +55,8 @@ pub(super) struct Requirement<'a> {
 impl<'a> Requirement<'a> {
     /// Reads the forward URL's query: `feed`, `feedGroup`, `permission`,
     /// `systemApi`, each at most once and not empty; anything else is an
-    /// error naming it.
-    fn parse(query: Option<&'a str>) -> Result<Self, String> {
+    /// error naming it. Public for fuzzing and tests.
+    pub fn parse(query: Option<&'a str>) -> Result<Self, String> {
         let mut r = Requirement::default();
         for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             if value.is_empty() {
@@ -128,8 +128,8 @@ fn shown(name: &str) -> String {
 }
 
 /// The permission implied by the client's method: `GET`, `HEAD`, `OPTIONS`
-/// view; `DELETE` deletes; anything else adds.
-fn permission_of(method: &[u8]) -> PackagePermission {
+/// view; `DELETE` deletes; anything else adds. Public for fuzzing and tests.
+pub fn permission_of(method: &[u8]) -> PackagePermission {
     if [&b"GET"[..], b"HEAD", b"OPTIONS"]
         .iter()
         .any(|m| method.eq_ignore_ascii_case(m))
@@ -140,6 +140,13 @@ fn permission_of(method: &[u8]) -> PackagePermission {
     } else {
         PackagePermission::Add
     }
+}
+
+/// The query of a forwarded URI (`X-Forwarded-Uri`, `X-Original-URI`):
+/// after the first `?`, up to a `#`. Public for fuzzing and tests.
+pub fn forwarded_query(uri: &str) -> Option<&str> {
+    uri.split_once('?')
+        .map(|(_, q)| q.split('#').next().unwrap_or(q))
 }
 
 /// The first of these headers that is present.
@@ -208,10 +215,7 @@ pub async fn forward(State(app): State<AppState>, req: Request) -> Response {
     };
     let uri = first_header(headers, [&FORWARDED_URI[0], &FORWARDED_URI[1]])
         .map(|v| String::from_utf8_lossy(v.as_bytes()));
-    let forwarded_query = uri
-        .as_deref()
-        .and_then(|u| u.split_once('?'))
-        .map(|(_, q)| q.split('#').next().unwrap_or(q));
+    let forwarded_query = uri.as_deref().and_then(forwarded_query);
     let credential = match extract_forwarded_credential(headers, forwarded_query) {
         Ok(c) => c,
         Err(e) => {

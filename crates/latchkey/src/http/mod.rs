@@ -39,6 +39,9 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{new_error_id, AppError, ErrorCause};
+// Pure parsers, public for fuzzing and tests (fuzz/).
+pub use forward::{forwarded_query, permission_of, Requirement};
+pub use permissions::parse_id as parse_permission_id;
 
 use crate::auth::{extract_credential, Authenticator};
 use crate::domain::{Principal, SecurityModel};
@@ -429,7 +432,8 @@ impl Caller {
 }
 
 /// Parses a JSON body: one value and nothing after it; errors name the property at fault.
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
+/// Public for fuzzing and tests.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();

@@ -166,7 +166,8 @@ fn name(value: Option<String>, prop: &str) -> Result<Option<String>, String> {
 }
 
 /// Reads the `id` parameter: exactly one, `^-?[0-9]+$`, within 64 bits.
-fn parse_id(query: Option<&str>) -> Result<PermissionId, String> {
+/// Public for fuzzing and tests.
+pub fn parse_id(query: Option<&str>) -> Result<PermissionId, String> {
     let mut ids = form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .filter(|(n, _)| n == "id")
         .map(|(_, v)| v);
