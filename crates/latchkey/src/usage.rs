@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::domain::KeyId;
@@ -111,7 +110,8 @@ enum Event {
 pub struct Usage {
     queue: mpsc::Sender<Event>,
     /// Per key, the window its last queued use fell in.
-    recorded: Box<[Mutex<HashMap<KeyId, i64>>]>,
+    /// Keyed by server-assigned ids, so a fast hash cannot be steered by clients.
+    recorded: Box<[Mutex<rustc_hash::FxHashMap<KeyId, i64>>]>,
     window_ms: i64,
     dropped: Arc<AtomicU64>,
     /// Body bytes in the queue.
@@ -211,7 +211,11 @@ fn body_bytes(e: &AccessRecord) -> usize {
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    // The system clock directly: no calendar date, no 128-bit division (this
+    // runs on every verification).
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Writes what the queue holds in batches: waits for a first event, gathers

@@ -37,7 +37,8 @@ const MAX_CACHED_LIST: usize = 100;
 #[derive(Default)]
 struct State {
     generation: u64,
-    keys: HashMap<KeyDigest, Arc<StoredKey>>,
+    /// Keyed by HMAC digests, which no client can choose: a fast hash is safe.
+    keys: rustc_hash::FxHashMap<KeyDigest, Arc<StoredKey>>,
     /// Where a key id appears, to invalidate by id.
     placed: HashMap<KeyId, Placement>,
     lists: HashMap<UserId, CachedList>,
