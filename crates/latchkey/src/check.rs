@@ -3,7 +3,6 @@
 //! written, the port not bound: a running server may hold it).
 
 use std::net::ToSocketAddrs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -130,28 +129,7 @@ fn check_data_dir(data_dir: &Path, notes: &mut Vec<String>) -> anyhow::Result<()
                 .with_context(|| format!("cannot read the data directory {}", data_dir.display()))
         }
     };
-    if !meta.is_dir() {
-        bail!(
-            "the data directory {} is not a directory: choose another --data-dir",
-            data_dir.display()
-        );
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
-        bail!(
-            "the data directory {} belongs to user id {}, not to the user running latchkey (id {me}): use a directory of your own",
-            data_dir.display(),
-            meta.uid()
-        );
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o022 != 0 {
-        bail!(
-            "the data directory {} is writable by group or others (mode {mode:o}): check its contents, then run chmod 700 on it",
-            data_dir.display()
-        );
-    }
+    let mode = crate::server::check_data_dir(data_dir, &meta)?;
     if mode & 0o077 != 0 {
         notes.push(format!(
             "the data directory {} is readable by others (mode {mode:o}): it will be made 700 at start",

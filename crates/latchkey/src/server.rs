@@ -425,6 +425,28 @@ fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let meta = fs::metadata(data_dir)
         .with_context(|| format!("cannot read the data directory {}", data_dir.display()))?;
+    let mode = check_data_dir(data_dir, &meta)?;
+    if mode & 0o077 != 0 {
+        fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", data_dir.display()))?;
+        tracing::warn!(
+            path = %data_dir.display(),
+            "the data directory was open to others (mode {mode:o}); changed it to 700"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses an existing data directory that is not ours or is writable by
+/// group or others (as PostgreSQL does); returns its permission bits. Shared
+/// by `serve` and `check-config`, so that both refuse the same directories.
+pub(crate) fn check_data_dir(data_dir: &Path, meta: &fs::Metadata) -> anyhow::Result<u32> {
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "the data directory {} is not a directory: choose another --data-dir",
+            data_dir.display()
+        );
+    }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
@@ -443,15 +465,7 @@ fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<()> {
             data_dir.display()
         );
     }
-    if mode & 0o077 != 0 {
-        fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot make {} private", data_dir.display()))?;
-        tracing::warn!(
-            path = %data_dir.display(),
-            "the data directory was open to others (mode {mode:o}); changed it to 700"
-        );
-    }
-    Ok(())
+    Ok(mode)
 }
 
 /// The database's record of the installation secret.
