@@ -58,6 +58,11 @@ CONNS_LOW=1 THREADS_LOW=1
 CONNS_HIGH=64 THREADS_HIGH=2
 # run_paired: rounds per pair (even, so that ABBA order cancels a linear drift).
 PAIR_ROUNDS=2
+# Scenario 9 measures a difference of a few per cent, below this machine's
+# noise between two 10-second runs: more rounds (as many as the others in a
+# smoke run).
+TRACKING_ROUNDS=6
+[[ $MODE == full ]] || TRACKING_ROUNDS=$PAIR_ROUNDS
 STARTS=5        # scenario 6: starts per database
 CURL_RUNS=5     # scenario 4: admin lists
 PGUTIL_RUNS=20  # scenario 5: pgutil deletes
@@ -373,7 +378,7 @@ bench_tracking() { # DATA_DIR URL SEED_DIR
   warm_keys "$file" "$on_url" "scenario 9 (tracking on)"
   warm_keys "$file" "$off_url" "scenario 9 (tracking off)"
   for conns in "${NEW_CONN_SET[@]}"; do
-    run_paired "$(threads_for "$conns")" "$conns" "$file" "sqlite 9. tracking off" "$off_url" "sqlite 9. tracking on" "$on_url"
+    PAIR_ROUNDS=$TRACKING_ROUNDS run_paired "$(threads_for "$conns")" "$conns" "$file" "sqlite 9. tracking off" "$off_url" "sqlite 9. tracking on" "$on_url"
     record sqlite "9. forward auth as in 7, last-use tracking off" "$conns" "$A_RPS" "req/s" "$A_P50" "$A_P99" "$PAIR_NOTE" forward-sqlite
     BASE_RPS[trackoff$conns]=$A_RPS
     record sqlite "9. forward auth as in 7, last-use tracking on" "$conns" "$B_RPS" "req/s" "$B_P50" "$B_P99" "paired with tracking off" forward-sqlite

@@ -18,10 +18,11 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use axum::body::Bytes;
+use time::OffsetDateTime;
 
 use super::coherence::Invalidation;
 use super::nodes::Node;
-use super::{JsonPage, Store, StoreError, StoredAccess, UsageBatch};
+use super::{JsonPage, KeyUse, Store, StoreError, StoredAccess, UsageBatch};
 use crate::domain::{
     name_key, AuditContext, AuditQuery, Group, KeyDigest, KeyId, NewKey, NewPermission, Permission,
     PermissionId, SecurityModel, StoredKey, User, UserChange, UserId, UserLogin,
@@ -69,6 +70,31 @@ impl State {
             }
             if let Some(owner) = p.list_owner {
                 self.lists.remove(&owner);
+            }
+        }
+    }
+
+    /// Carries a recorded use into the cached key (as the store's write did:
+    /// only a later use replaces an earlier one), so that a verification never
+    /// reads a key again for it; the owner's serialised list is dropped.
+    fn note_use(&mut self, used: &KeyUse) {
+        let Some(p) = self.placed.get(&used.key) else {
+            return;
+        };
+        if let Some(owner) = p.list_owner {
+            self.lists.remove(&owner);
+        }
+        let Ok(at) = OffsetDateTime::from_unix_timestamp(used.at) else {
+            self.forget_key(used.key);
+            return;
+        };
+        for d in &p.digests {
+            if let Some(k) = self.keys.get_mut(d) {
+                if k.usage.last_used.is_none_or(|t| t < at) {
+                    let k = Arc::make_mut(k);
+                    k.usage.last_used = Some(at);
+                    k.usage.last_used_from.clone_from(&used.from);
+                }
             }
         }
     }
@@ -286,16 +312,15 @@ impl Store for CachedStore {
     }
 
     async fn record_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
-        let done = self.inner.record_usage(batch).await;
+        self.inner.record_usage(batch).await?;
         if !batch.uses.is_empty() {
-            // Cached keys and lists carry the last use.
             self.invalidate(|s| {
                 for u in &batch.uses {
-                    s.forget_key(u.key);
+                    s.note_use(u);
                 }
             });
         }
-        done
+        Ok(())
     }
 
     async fn access_log(
@@ -750,5 +775,48 @@ mod tests {
             .unwrap();
         assert!(cache.list_keys(Some(user.id)).await.unwrap().is_empty());
         assert_eq!(cache.list_keys_json(user.id).await.unwrap(), &b"[]"[..]);
+    }
+
+    #[tokio::test]
+    async fn a_recorded_use_reaches_the_cached_key_without_a_second_read() {
+        let (_dir, inner, cache) = open().await;
+        let digest = Digester::new(b"s").key("k");
+        let key = cache
+            .create_key(&crate::domain::AuditContext::SYSTEM, system_key(digest))
+            .await
+            .unwrap();
+        let first = cache.key_by_digest(&digest).await.unwrap().unwrap();
+        assert_eq!(first.usage.last_used, None);
+        let used = |at, from: &str| UsageBatch {
+            uses: vec![KeyUse {
+                key: key.id,
+                at,
+                from: Some(from.into()),
+            }],
+            entries: vec![],
+        };
+        cache
+            .record_usage(&used(1_700_000_060, "10.0.0.2"))
+            .await
+            .unwrap();
+        // An earlier use (another batch, another node) never replaces a later one.
+        cache
+            .record_usage(&used(1_700_000_000, "10.0.0.1"))
+            .await
+            .unwrap();
+        let expected = OffsetDateTime::from_unix_timestamp(1_700_000_060).unwrap();
+        let cached = cache.read().keys.get(&digest).cloned();
+        let cached = cached.expect("the key stays cached");
+        assert_eq!(cached.usage.last_used, Some(expected));
+        assert_eq!(cached.usage.last_used_from.as_deref(), Some("10.0.0.2"));
+        let stored = inner.key_by_digest(&digest).await.unwrap().unwrap();
+        assert_eq!(
+            stored.usage, cached.usage,
+            "the cache agrees with the database"
+        );
+        assert_eq!(
+            first.usage.last_used, None,
+            "a request's key is never changed under it"
+        );
     }
 }
